@@ -7,6 +7,7 @@
 #   make chat        build and start chatting with the built-in demo model
 #   make fuzz        build the libFuzzer targets (clang) into build/fuzz/
 #   make install     copy bin/ernie to $(PREFIX)/bin
+#   O=DIR            build into DIR instead of build/rel (the binary too: DIR/ernie)
 # Variables: CUDA=0 builds without the CUDA backend; CUDA_HOME (default /usr/local/cuda) is searched
 # when nvcc is not on PATH; ERNIE_NO_APT=1 forbids installing Debian packages.
 
@@ -39,8 +40,10 @@ endif
 CUDA ?= 1
 CUDA_LIB := $(firstword $(wildcard $(dir $(NVCC))../lib64 $(CUDA_HOME)/lib64))
 
-B := build/$(VARIANT)
-ifeq ($(VARIANT),san)
+# O=DIR puts every object and the binary under DIR (parallel work trees sharing one checkout).
+O ?=
+B := $(if $(O),$(O),build/$(VARIANT))
+ifneq ($(O)$(filter san,$(VARIANT)),)
   BIN := $(B)/ernie
 else
   BIN := bin/ernie
@@ -185,4 +188,4 @@ distclean:
 
 FORCE:
 
--include $(shell find build/$(VARIANT) -name '*.d' 2>/dev/null)
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
