@@ -53,9 +53,11 @@ SPM := build/deps/spm
 SPM_LIB := $(SPM)/lib/libsentencepiece.a
 
 # Architectures: Ampere, Ada, Hopper machine code, plus Hopper PTX for anything newer.
-CUDA_ARCHS := 80 89 90
-NVCC_GENCODE := $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) -gencode arch=compute_90,code=compute_90
-CUDA_ARCH_STR := sm_80 sm_89 sm_90 + compute_90 PTX
+# CUDA_ARCHS=90 on the command line builds Hopper only (faster kernel iteration).
+CUDA_ARCHS ?= 80 89 90
+PTX_ARCH := $(lastword $(CUDA_ARCHS))
+NVCC_GENCODE := $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) -gencode arch=compute_$(PTX_ARCH),code=compute_$(PTX_ARCH)
+CUDA_ARCH_STR := $(foreach a,$(CUDA_ARCHS),sm_$(a)) + compute_$(PTX_ARCH) PTX
 
 WARN := -Wall -Wextra
 CPPFLAGS := -I. -I$(SPM)/include -D_GNU_SOURCE -DERNIE_VERSION='"$(VERSION)"' -MMD -MP
