@@ -8,6 +8,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
     ERR_OK = 0,
     ERR_IO,          /* open/read/write/fsync/rename failed (errno text in the message) */
@@ -37,5 +41,9 @@ void err_clear(err_t *e);
 
 /* Short name of a code ("io", "format", ...), for logs and tests. */
 const char *err_code_name(err_code code);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
