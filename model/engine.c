@@ -111,10 +111,9 @@ int eng_create(eng **out, const eng_config *cfg, be *b, eng_lookup lk, void *lc,
         W(wo, "self_attn.o_proj");
         if (e->is_moe[l]) {
             W(router, "mlp.gate");
-            snprintf(name, sizeof name, "model.layers.%d.mlp.moe_statics.e_score_correction_bias", l);
-            err_t probe = {0};
-            const be_weight_src *bs = lk(lc, name, &probe);
-            if (bs && load_vec(e, lk, lc, name, c->n_experts, &w->bias, err)) goto fail;
+            if (c->moe_bias) { /* a missing bias must not silently change which experts run */
+                V(bias, "mlp.moe_statics.e_score_correction_bias", c->n_experts);
+            }
             W(e_gate, "mlp.experts.gate_proj");
             W(e_up, "mlp.experts.up_proj");
             W(e_down, "mlp.experts.down_proj");

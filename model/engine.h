@@ -19,6 +19,7 @@ typedef struct {
     int shared_inter;                     /* moe_inter * num_shared_experts; 0 = none */
     float eps, rope_theta, moe_norm_min;
     int tie_embeddings;
+    int moe_bias;                         /* MoE layers carry e_score_correction_bias (aux-free) */
     const uint8_t *is_moe;                /* [n_layers] (NULL for dense) */
 } eng_config;
 
