@@ -81,13 +81,15 @@ pool *pool_create(int nthreads) {
     }
     for (int i = 1; i < nthreads; i++) {
         worker_arg *a = malloc(sizeof *a);
+        if (a) { /* filled before the thread starts: it reads them at once */
+            a->p = p;
+            a->tid = i;
+        }
         if (!a || pthread_create(&p->threads[i - 1], NULL, worker, a) != 0) {
             free(a);
             p->nthreads = i; /* keep the ones that started */
             break;
         }
-        a->p = p;
-        a->tid = i;
     }
     return p;
 }

@@ -90,6 +90,14 @@ TEST(pool_for_covers_every_index_once) {
         CHECK_INT(atomic_load(&c.calls), 0);
         pool_destroy(p);
     }
+    /* Many short-lived pools: a worker must never see its arguments half-written (a crash seen once). */
+    for (int rep = 0; rep < 200; rep++) {
+        pool *q = pool_create(4);
+        pool_ctx d = {0};
+        pool_for(q, 100, 1, add_range, &d);
+        CHECK_INT(atomic_load(&d.sum), 4950);
+        pool_destroy(q);
+    }
     pool_ctx c = {0};
     pool_for(NULL, 10, 3, add_range, &c); /* no pool: inline */
     CHECK_INT(atomic_load(&c.sum), 45);
