@@ -1,20 +1,42 @@
-/* app/cmd_bench.c: `ernie bench`. Measured speed and quality against the hardware limit. */
+/* app/cmd_bench.c: `ernie bench`, which hands over to `bench quant` (app/bench_quant.c) or
+ * `bench kernels` (app/bench_kernels.c). Does no measuring itself. */
+#include <string.h>
+
+#include "bench.h"
 #include "commands.h"
 
 const cli_command CMD_BENCH = {
     .name = "bench",
     .usage = "quant|kernels [options]",
     .summary = "Measured speed and quality against the hardware limit",
+    .details = "  quant     codec quality (relative MSE, SNR, bits per weight against the rate-distortion\n"
+               "            bound) and encode/decode speed; 'ernie bench quant --help' lists its options\n"
+               "  kernels   CUDA kernel speed against the GPU's limits",
 };
 
 int cmd_bench(int argc, char **argv, cli_global *g) {
-    const char *pos[64];
+    /* The subcommand is the first word that is not an option; global options may come before it. */
+    int i = 0;
+    while (i < argc && argv[i][0] == '-' && strcmp(argv[i], "--")) {
+        if (!strcmp(argv[i], "--device") || !strcmp(argv[i], "--threads") || !strcmp(argv[i], "-t")) i++;
+        i++;
+    }
+    if (i < argc && !strcmp(argv[i], "quant")) {
+        int r = cli_parse(&CMD_BENCH, i, argv, g, NULL, NULL, NULL, 0, NULL);
+        return r ? r : bench_quant(argc - i - 1, argv + i + 1, g);
+    }
+    if (i < argc && !strcmp(argv[i], "kernels")) {
+        int r = cli_parse(&CMD_BENCH, i, argv, g, NULL, NULL, NULL, 0, NULL);
+        return r ? r : bench_kernels(argc - i - 1, argv + i + 1, g);
+    }
+    const char *pos[1];
     int np = 0;
-    int r = cli_parse(&CMD_BENCH, argc, argv, g, NULL, NULL, pos, 64, &np);
+    int r = cli_parse(&CMD_BENCH, argc, argv, g, NULL, NULL, pos, 1, &np);
     if (r) return r;
     if (g->help) {
         cli_print_help(&CMD_BENCH);
         return EXIT_OK;
     }
-    return cmd_not_built(&CMD_BENCH, "the codec and kernel benchmarks are in progress");
+    if (np) return cli_usage_error(&CMD_BENCH, "unknown benchmark '%s' (quant or kernels)", pos[0]);
+    return cli_usage_error(&CMD_BENCH, "which benchmark: quant or kernels?");
 }

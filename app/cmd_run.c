@@ -1,20 +1,254 @@
-/* app/cmd_run.c: `ernie run`. One-shot generation for pipes and scripts; only the generated text goes to stdout. */
+/* app/cmd_run.c: `ernie run MODEL`: one-shot generation for pipes and scripts. Only the generated text
+ * (or ids) goes to stdout; everything else goes to stderr. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "commands.h"
+#include "generate.h"
+#include "model_load.h"
+#include "sampling_flags.h"
+#include "tokenizer/chat.h"
+
+enum { R_PROMPT = 1, R_FILE, R_NTOK, R_RAW, R_SYSTEM, R_STATS, R_OUTPUT, R_DUMP, R_CTX };
+
+static const cli_opt run_opts[] = {
+    {"prompt", 'p', "TEXT", "the prompt (else -f, else standard input)", R_PROMPT, 0},
+    {"file", 'f', "FILE", "read the prompt from FILE", R_FILE, 0},
+    {"max-tokens", 'n', "N", "stop after N new tokens (default: until the model stops or the context ends)", R_NTOK, 0},
+    {"raw", 0, NULL, "no chat template: the text is the whole prompt, special tokens in it are parsed", R_RAW, 0},
+    {"system", 's', "TEXT", "system prompt for the chat framing", R_SYSTEM, 0},
+    {"ctx", 'c', "N", "context size in tokens (default: 4096, or more when the prompt needs it)", R_CTX, 0},
+    {"stats", 0, NULL, "print prompt and generation speed on stderr", R_STATS, 0},
+    {"output", 0, "text|ids", "print the text (default) or the generated token ids", R_OUTPUT, 0},
+    {"dump-logits", 0, "PATH", "write the logits of every prompt position (float32 LE, [tokens x vocab])", R_DUMP, 0},
+    SAMPLING_OPTS,
+    {NULL, 0, NULL, NULL, 0, 0},
+};
 
 const cli_command CMD_RUN = {
     .name = "run",
     .usage = "MODEL [-p TEXT | -f FILE] [options]",
     .summary = "One-shot generation for pipes and scripts; only the generated text goes to stdout",
+    .details = "MODEL is a model file made by `ernie import`, or `demo` for the built-in demo model.\n"
+               "Examples:\n"
+               "  ernie run model.ernie -p \"Why is the sky blue?\"\n"
+               "  echo \"Summarise: ...\" | ernie run model.ernie --temp 0 -n 200\n"
+               "  ernie run model.ernie --raw -p \"Once upon a time\" --output ids",
+    .opts = run_opts,
 };
 
+typedef struct {
+    const char *prompt, *file, *system, *output, *dump;
+    long long ntok, ctx;
+    int raw, stats;
+    sampling_flags sf;
+} run_args;
+
+static int on_opt(void *c, int key, const char *v) {
+    run_args *a = c;
+    switch (key) {
+    case R_PROMPT: a->prompt = v; return 0;
+    case R_FILE: a->file = v; return 0;
+    case R_SYSTEM: a->system = v; return 0;
+    case R_RAW: a->raw = 1; return 0;
+    case R_STATS: a->stats = 1; return 0;
+    case R_DUMP: a->dump = v; return 0;
+    case R_NTOK: return cli_int(&CMD_RUN, "-n/--max-tokens", v, 1, 1 << 30, &a->ntok);
+    case R_CTX: return cli_int(&CMD_RUN, "-c/--ctx", v, 16, 1 << 24, &a->ctx);
+    case R_OUTPUT:
+        if (strcmp(v, "text") && strcmp(v, "ids"))
+            return cli_usage_error(&CMD_RUN, "invalid value '%s' for --output: expected text or ids", v);
+        a->output = v;
+        return 0;
+    }
+    int r = sampling_flag(&CMD_RUN, &a->sf, key, v);
+    return r == 1 ? 0 : r;
+}
+
+static char *read_all(FILE *f, size_t *len) {
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap + 1);
+    if (!b) return NULL;
+    for (;;) {
+        if (n == cap) {
+            char *nb = realloc(b, cap * 2 + 1);
+            if (!nb) return free(b), NULL;
+            b = nb, cap *= 2;
+        }
+        size_t r = fread(b + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) break;
+    }
+    if (ferror(f)) return free(b), NULL;
+    b[n] = 0;
+    *len = n;
+    return b;
+}
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int s) {
+    (void)s;
+    interrupted = 1;
+}
+
+typedef struct {
+    int ids;
+    int first;
+} out_ctx;
+
+static void put_text(void *c, const char *s, size_t n) {
+    (void)c;
+    fwrite(s, 1, n, stdout);
+    fflush(stdout);
+}
+
+static void put_id(void *c, int32_t id) {
+    out_ctx *o = c;
+    printf(o->first ? "%d" : " %d", id);
+    o->first = 0;
+    fflush(stdout);
+}
+
 int cmd_run(int argc, char **argv, cli_global *g) {
-    const char *pos[64];
+    run_args a = {0};
+    a.output = "text";
+    const char *pos[4];
     int np = 0;
-    int r = cli_parse(&CMD_RUN, argc, argv, g, NULL, NULL, pos, 64, &np);
+    int r = cli_parse(&CMD_RUN, argc, argv, g, on_opt, &a, pos, 1, &np);
     if (r) return r;
     if (g->help) {
         cli_print_help(&CMD_RUN);
         return EXIT_OK;
     }
-    return cmd_not_built(&CMD_RUN, "the CPU engine and the tokenizer are in progress");
+    if (np < 1) return cli_usage_error(&CMD_RUN, "missing MODEL (a model file, or 'demo')");
+    if (a.prompt && a.file) return cli_usage_error(&CMD_RUN, "give -p or -f, not both");
+    if (a.raw && a.system) return cli_usage_error(&CMD_RUN, "--system has no meaning with --raw");
+
+    /* the prompt text */
+    char *text = NULL;
+    size_t tlen = 0;
+    if (a.prompt) {
+        text = strdup(a.prompt);
+        tlen = strlen(text);
+    } else if (a.file) {
+        FILE *f = !strcmp(a.file, "-") ? stdin : fopen(a.file, "rb");
+        if (!f) return cli_fail("run: %s: %s", a.file, strerror(errno));
+        text = read_all(f, &tlen);
+        if (f != stdin) fclose(f);
+        if (!text) return cli_fail("run: %s: cannot read", a.file);
+    } else {
+        if (isatty(0)) return cli_usage_error(&CMD_RUN, "no prompt: give -p TEXT, -f FILE, or pipe text in");
+        text = read_all(stdin, &tlen);
+        if (!text) return cli_fail("run: cannot read standard input");
+    }
+
+    err_t err = {0};
+    loaded_model *m = NULL;
+    be *b = NULL;
+    eng *e = NULL;
+    sampler *s = NULL;
+    gen_session gs = {0};
+    float *dump = NULL;
+    int rc = EXIT_FAIL;
+    if (model_load(&m, pos[0], &err)) {
+        cli_fail("run: %s", err.msg);
+        goto out;
+    }
+    const tok *t = model_tok(m);
+    tok_ids ids = {0};
+    if (a.raw) {
+        if (tok_encode(t, text, tlen, TOK_PARSE_SPECIAL, &ids, &err)) {
+            cli_fail("run: prompt: %s", err.msg);
+            goto out;
+        }
+    } else {
+        chat_msg msgs[2];
+        int n = 0;
+        if (a.system) msgs[n++] = (chat_msg){"system", a.system};
+        /* a trailing newline from a pipe is not part of the question */
+        while (tlen && (text[tlen - 1] == '\n' || text[tlen - 1] == '\r')) text[--tlen] = 0;
+        msgs[n++] = (chat_msg){"user", text};
+        if (chat_encode(t, msgs, (size_t)n, 1, &ids, &err)) {
+            cli_fail("run: prompt: %s", err.msg);
+            goto out;
+        }
+    }
+    if (ids.n == 0) {
+        cli_fail("run: the prompt is empty");
+        tok_ids_free(&ids);
+        goto out;
+    }
+    int maxpos = model_max_positions(m);
+    long long want = (long long)ids.n + (a.ntok ? a.ntok : 256) + 1;
+    long long ctx = a.ctx ? a.ctx : (want > 4096 ? want : 4096);
+    if (ctx > maxpos) ctx = maxpos;
+    if ((long long)ids.n >= ctx) {
+        cli_fail("run: the prompt has %zu tokens but the context holds %lld%s", ids.n, ctx,
+                 a.ctx ? " (raise -c)" : "");
+        tok_ids_free(&ids);
+        goto out;
+    }
+    if (!(b = be_cpu_create(g->threads, &err)) || model_engine(m, b, (int)ctx, 64, &e, &err)) {
+        cli_fail("run: %s", err.msg);
+        tok_ids_free(&ids);
+        goto out;
+    }
+    sampler_params sp = sampling_resolve(&a.sf, model_gen_defaults(m));
+    s = sampler_create(&sp, model_config(m)->vocab);
+    if (!s || gen_session_init(&gs, e, s, t, &err)) {
+        cli_fail("run: out of memory");
+        tok_ids_free(&ids);
+        goto out;
+    }
+    if (a.dump && !(dump = malloc(ids.n * (size_t)model_config(m)->vocab * sizeof(float)))) {
+        cli_fail("run: out of memory for --dump-logits");
+        tok_ids_free(&ids);
+        goto out;
+    }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+    out_ctx oc = {!strcmp(a.output, "ids"), 1};
+    gen_opts go = {.max_new = (int)a.ntok, .interrupt = &interrupted, .ctx = &oc, .decode_flags = TOK_DEC_SKIP_SPECIAL};
+    if (oc.ids) go.on_id = put_id;
+    else go.on_text = put_text;
+    gen_stats st;
+    int grc = gen_run(&gs, ids.v, ids.n, &go, &st, dump, &err);
+    tok_ids_free(&ids);
+    if (oc.ids || st.n_gen) putchar('\n');
+    fflush(stdout);
+    if (grc) {
+        cli_fail("run: %s", err.msg);
+        goto out;
+    }
+    if (a.dump) {
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp-%d", a.dump, (int)getpid());
+        FILE *f = fopen(tmp, "wb");
+        size_t nbytes = (size_t)st.n_prompt * model_config(m)->vocab * sizeof(float);
+        if (!f || fwrite(dump, 1, nbytes, f) != nbytes || fclose(f) != 0 || rename(tmp, a.dump) != 0) {
+            unlink(tmp);
+            cli_fail("run: --dump-logits %s: %s", a.dump, strerror(errno));
+            goto out;
+        }
+    }
+    if (st.stop == GEN_STOP_CONTEXT) cli_warn("run: stopped at the end of the context (%lld tokens; raise -c)", ctx);
+    if (a.stats)
+        fprintf(stderr, "prompt: %d tokens in %.2fs (%.1f tok/s); generation: %d tokens in %.2fs (%.1f tok/s)\n",
+                st.n_prompt, st.t_prompt, st.t_prompt > 0 ? st.n_prompt / st.t_prompt : 0, st.n_gen, st.t_gen,
+                st.t_gen > 0 ? st.n_gen / st.t_gen : 0);
+    rc = st.stop == GEN_STOP_INTERRUPT ? 130 : EXIT_OK;
+out:
+    free(dump);
+    free(text);
+    gen_session_free(&gs);
+    sampler_free(s);
+    eng_free(e);
+    if (b) b->ops->destroy(b);
+    model_unload(m);
+    return rc;
 }

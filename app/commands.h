@@ -12,13 +12,14 @@ typedef struct {
     cmd_fn run;
 } command;
 
-extern const cli_command CMD_CHAT, CMD_RUN, CMD_IMPORT, CMD_VERIFY, CMD_INFO, CMD_BENCH;
+extern const cli_command CMD_CHAT, CMD_RUN, CMD_IMPORT, CMD_VERIFY, CMD_INFO, CMD_BENCH, CMD_PERPLEXITY;
 int cmd_chat(int argc, char **argv, cli_global *g);
 int cmd_run(int argc, char **argv, cli_global *g);
 int cmd_import(int argc, char **argv, cli_global *g);
 int cmd_verify(int argc, char **argv, cli_global *g);
 int cmd_info(int argc, char **argv, cli_global *g);
 int cmd_bench(int argc, char **argv, cli_global *g);
+int cmd_perplexity(int argc, char **argv, cli_global *g);
 
 /* `ernie --version` text on stdout. */
 void print_version(void);

@@ -10,13 +10,14 @@
 static const command commands[] = {
     {&CMD_CHAT, cmd_chat},     {&CMD_RUN, cmd_run},   {&CMD_IMPORT, cmd_import},
     {&CMD_VERIFY, cmd_verify}, {&CMD_INFO, cmd_info}, {&CMD_BENCH, cmd_bench},
+    {&CMD_PERPLEXITY, cmd_perplexity},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
 static void print_main_help(void) {
     printf("ernie: runs Baidu's ERNIE-4.5 models offline, from a 0.3B demo to the 300B-A47B on one GPU.\n\n"
            "Usage: ernie [global options] COMMAND [args]\n\nCommands:\n");
-    for (int i = 0; i < NCOMMANDS; i++) printf("  %-8s %s\n", commands[i].cli->name, commands[i].cli->summary);
+    for (int i = 0; i < NCOMMANDS; i++) printf("  %-11s %s\n", commands[i].cli->name, commands[i].cli->summary);
     printf("\n");
     cli_print_global_help();
     printf("  %-26s %s\n", "    --version", "version, build and GPU information");

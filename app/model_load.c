@@ -1,0 +1,105 @@
+/* app/model_load.c: turns a MODEL argument into what generation needs. Today a MODEL is a Hugging Face
+ * checkpoint folder (weights served in place through model/hf_weights.c); model files made by
+ * `ernie import` and the built-in demo join when the model-file reader lands. */
+#include "model_load.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "model/config.h"
+#include "model/hf.h"
+#include "model/hf_weights.h"
+#include "tokenizer/hf_special.h"
+
+struct loaded_model {
+    hf_ckpt *hf;
+    hfw *w;
+    eng_config cfg;
+    uint8_t *is_moe;
+    tok *tok;
+    sampler_params gen;
+    char desc[256];
+};
+
+static int load_tokenizer(loaded_model *m, const char *dir, err_t *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.model", dir);
+    size_t len = 0;
+    char *bytes = cfg_read_file(path, (size_t)64 << 20, &len, NULL, err);
+    if (!bytes) return -1;
+    spm *sp = NULL;
+    hf_special_table tab = {0};
+    int rc = -1;
+    if (spm_load(&sp, bytes, len, err)) {
+        err_wrap(err, "%s: ", path);
+        goto out;
+    }
+    if (hf_special_read_dir(dir, sp, &tab, err)) goto out;
+    if (tok_create(&m->tok, bytes, len, tab.v, tab.n, err)) {
+        err_wrap(err, "%s: ", path);
+        goto out;
+    }
+    rc = 0;
+out:
+    hf_special_table_free(&tab);
+    spm_free(sp);
+    free(bytes);
+    return rc;
+}
+
+int model_load(loaded_model **out, const char *path, err_t *err) {
+    *out = NULL;
+    struct stat st;
+    if (!strcmp(path, "demo"))
+        return err_set(err, ERR_UNSUPPORTED, "the built-in demo model is not in this build yet; pass a checkpoint folder");
+    if (stat(path, &st) != 0) return err_set(err, ERR_IO, "%s: %s", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return err_set(err, ERR_UNSUPPORTED, "%s: model files are not readable by this build yet; pass a Hugging Face checkpoint folder", path);
+    loaded_model *m = calloc(1, sizeof *m);
+    if (!m) return err_set(err, ERR_NOMEM, "out of memory");
+    if (hf_open(&m->hf, path, err) || hf_check(m->hf, NULL, NULL, err)) goto fail;
+    const cfg_model *c = hf_config(m->hf);
+    if (!(m->w = hfw_create(m->hf)) || !(m->is_moe = calloc((size_t)c->num_hidden_layers, 1))) {
+        err_set(err, ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    hfw_eng_config(m->hf, &m->cfg, m->is_moe);
+    if (load_tokenizer(m, path, err)) goto fail;
+    const cfg_gen *g = hf_generation(m->hf);
+    m->gen = sampler_defaults();
+    m->gen.temp = g->do_sample ? (float)g->temperature : 0.0f;
+    m->gen.top_p = (float)g->top_p;
+    m->gen.top_k = g->top_k;
+    m->gen.repeat_penalty = (float)g->repetition_penalty;
+    int64_t active = 0, total = cfg_param_count(c, &active);
+    snprintf(m->desc, sizeof m->desc, "%s, %d layers, %.2fB parameters (%.2fB active), bf16 checkpoint %s",
+             c->architecture, c->num_hidden_layers, total / 1e9, active / 1e9, path);
+    *out = m;
+    return 0;
+fail:
+    model_unload(m);
+    return -1;
+}
+
+void model_unload(loaded_model *m) {
+    if (!m) return;
+    tok_free(m->tok);
+    hfw_free(m->w);
+    hf_close(m->hf);
+    free(m->is_moe);
+    free(m);
+}
+
+const eng_config *model_config(const loaded_model *m) { return &m->cfg; }
+int model_max_positions(const loaded_model *m) { return hf_config(m->hf)->max_position_embeddings; }
+const tok *model_tok(const loaded_model *m) { return m->tok; }
+sampler_params model_gen_defaults(const loaded_model *m) { return m->gen; }
+const char *model_describe(const loaded_model *m) { return m->desc; }
+int model_is_demo(const loaded_model *m) { (void)m; return 0; }
+
+int model_engine(loaded_model *m, be *b, int ctx, int max_batch, eng **out, err_t *err) {
+    return eng_create(out, &m->cfg, b, hfw_lookup, m->w, ctx, max_batch, err);
+}

@@ -1,0 +1,29 @@
+/* app/model_load.h: opening a MODEL argument for `run`, `chat` and `perplexity`: a model file, or
+ * `demo` (the model built into the binary). Returns everything generation needs: the engine config,
+ * a weight lookup for the engine, the tokenizer and the generation defaults. */
+#ifndef ERNIE_APP_MODEL_LOAD_H
+#define ERNIE_APP_MODEL_LOAD_H
+
+#include "base/err.h"
+#include "model/engine.h"
+#include "model/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct loaded_model loaded_model;
+
+/* Opens path (or "demo"). The message names the file on failure. */
+int model_load(loaded_model **out, const char *path, err_t *err);
+void model_unload(loaded_model *m);
+
+const eng_config *model_config(const loaded_model *m);
+int model_max_positions(const loaded_model *m);
+const tok *model_tok(const loaded_model *m);
+sampler_params model_gen_defaults(const loaded_model *m);
+/* A short description for banners: "ERNIE-4.5 MoE, 28 layers, 21.8B parameters, recipe baidu". */
+const char *model_describe(const loaded_model *m);
+int model_is_demo(const loaded_model *m);
+
+/* Creates an engine over the model's weights on backend b. */
+int model_engine(loaded_model *m, be *b, int ctx, int max_batch, eng **out, err_t *err);
+
+#endif

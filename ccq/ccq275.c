@@ -1,0 +1,119 @@
+/* ccq/ccq275.c: ccq2.75, the (4,3,2) code: three 4-bit windows per byte at shifts 4, 2, 0 (spec §2).
+ *
+ * Per 64-group 22 bytes: bytes 0..20 hold weights 0..62 (weight k in byte k/3 at shift {4,2,0}[k%3]),
+ * byte 21 = (v63 << 4) | local4. w = (v - 8) * local4 * super[n], super bf16 per row.
+ * Parts: qweight U8 [N, K/64*22], super_scale BF16 [N].
+ * Must never change that layout: the CUDA kernels and stored model files read exactly this. */
+#include <math.h>
+#include <pthread.h>
+
+#include "base/bf16.h"
+#include "internal.h"
+
+#define GB 22 /* bytes per group */
+
+static float lut[256][4]; /* byte -> its three window values minus 8 */
+static pthread_once_t lut_once = PTHREAD_ONCE_INIT;
+static void lut_init(void) {
+    for (int c = 0; c < 256; c++)
+        for (int i = 0; i < 3; i++) lut[c][i] = (float)(((c >> (4 - 2 * i)) & 15) - 8);
+}
+
+static void layout(int64_t N, int64_t K, ccq_part *p) {
+    part_set(&p[0], "qweight", "U8", 2, N, K / G * GB);
+    part_set(&p[1], "super_scale", "BF16", 1, N, 0);
+}
+
+static int validate(const ccq_tensor *t, err_t *e) { return check_scales(t, 1, 1, 0, SCALE_MAX, e); }
+
+static void row_begin(rowctx *rc) {
+    pthread_once(&lut_once, lut_init);
+    const ccq_tensor *t = rc->t;
+    rc->q = part_r(t, 0) + rc->r * (rc->K / G * GB);
+    rc->scale = bf16_to_f32(ld_u16(part_r(t, 1) + 2 * rc->r));
+}
+
+static void decode(const rowctx *rc, int64_t k0, int n, float *out) {
+    (void)n;
+    const uint8_t *b = rc->q + (k0 / G) * GB;
+    float s = (float)(b[21] & 15) * rc->scale;
+    for (int j = 0; j < 21; j++) {
+        const float *l = lut[b[j]];
+        out[3 * j] = l[0] * s;
+        out[3 * j + 1] = l[1] * s;
+        out[3 * j + 2] = l[2] * s;
+    }
+    out[63] = (float)((b[21] >> 4) - 8) * s;
+}
+
+/* Decode and dot in registers: each byte's three weights (and a zero) against four inputs. */
+static float dot1(const rowctx *rc, int64_t k0, const float *x) {
+    const uint8_t *b = rc->q + (k0 / G) * GB;
+    v4f a0 = {0}, a1 = {0};
+    for (int j = 0; j < 20; j += 2) {
+        a0 += ld4(lut[b[j]]) * ld4(x + 3 * j);
+        a1 += ld4(lut[b[j + 1]]) * ld4(x + 3 * j + 3);
+    }
+    a0 += ld4(lut[b[20]]) * ld4(x + 60); /* x[63] meets the table's zero */
+    float s = (float)(b[21] & 15) * rc->scale;
+    return s * (hsum4(a0 + a1) + (float)((b[21] >> 4) - 8) * x[63]);
+}
+
+/* Exact codes for one group at scale s: Viterbi per byte, the free weight 63 by itself. */
+static float search(const void *ctx, const float *x, const float *h, const float *m, int n, float s,
+                    uint8_t *codes, float *u) {
+    (void)ctx, (void)n;
+    float cost[64 * 16];
+    for (int k = 0; k < 64; k++) {
+        float a = m ? s * m[k] : s;
+        for (int v = 0; v < 16; v++) {
+            float d = x[k] - a * (float)(v - 8);
+            cost[k * 16 + v] = h[k] * d * d;
+        }
+    }
+    float tot = 0;
+    for (int j = 0; j < 21; j++) {
+        uint32_t c;
+        tot += conv_search(4, 3, 2, cost + j * 48, &c);
+        codes[j] = (uint8_t)c;
+        u[3 * j] = (float)((int)(c >> 4) - 8);
+        u[3 * j + 1] = (float)((int)((c >> 2) & 15) - 8);
+        u[3 * j + 2] = (float)((int)(c & 15) - 8);
+    }
+    int bv = 0;
+    for (int v = 1; v < 16; v++)
+        if (cost[63 * 16 + v] < cost[63 * 16 + bv]) bv = v;
+    codes[21] = (uint8_t)(bv << 4);
+    u[63] = (float)(bv - 8);
+    return tot + cost[63 * 16 + bv];
+}
+
+static const grp_coder coder = {
+    .search = search, .code_bytes = GB, .alpha = 0.5f, .lbits = 4, .ngrid = 8, .lo = 0.4f, .hi = 1.3f,
+};
+
+static size_t scratch(int64_t K) { return grp_row_scratch(&coder, K) + sizeof(uint16_t) * (size_t)(K / G); }
+
+static void encode_row(const float *x, const float *h, const float *m, int64_t K, void *work, ccq_tensor *t,
+                       int64_t r) {
+    int64_t ng = K / G;
+    uint8_t *q = part_w(t, 0) + r * ng * GB;
+    uint16_t *local = (uint16_t *)((uint8_t *)work + grp_row_scratch(&coder, K)), sup;
+    grp_encode_row(&coder, x, h, m, K, work, q, local, &sup);
+    for (int64_t g = 0; g < ng; g++) q[g * GB + 21] = (uint8_t)((q[g * GB + 21] & 0xF0) | local[g]);
+    st_u16(part_w(t, 1) + 2 * r, sup);
+}
+
+const base_codec CODEC_CCQ275 = {
+    .name = "ccq2.75",
+    .kmult = G,
+    .coarse = 1,
+    .nparts = 2,
+    .layout = layout,
+    .validate = validate,
+    .row_begin = row_begin,
+    .decode = decode,
+    .dot1 = dot1,
+    .scratch = scratch,
+    .encode_row = encode_row,
+};
