@@ -1,20 +1,149 @@
-/* app/cmd_import.c: `ernie import`. Quantize a downloaded Hugging Face checkpoint into one ernie model file. */
+/* app/cmd_import.c: `ernie import HF_DIR -o FILE`: quantize a downloaded checkpoint into one model
+ * file. Shows the plan first, then a progress bar, then a summary; Ctrl-C leaves no file behind. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "base/pool.h"
 #include "commands.h"
+#include "model/import.h"
+#include "model/recipe.h"
+#include "progress.h"
+
+enum { I_OUT = 1, I_RECIPE, I_TT, I_FORCE, I_CALIB };
+
+static const cli_opt import_opts[] = {
+    {"output", 'o', "FILE", "the model file to write (required)", I_OUT, 0},
+    {"recipe", 0, "NAME", "which format each weight gets (default baidu; see below)", I_RECIPE, 0},
+    {"tensor-type", 0, "REGEX=FORMAT", "override the format of weights whose name matches (repeatable)", I_TT, 1},
+    {"force", 0, NULL, "replace FILE if it exists", I_FORCE, 0},
+    {"calib", 0, "TEXTFILE", "calibration text for importance weights (not available yet)", I_CALIB, 0},
+    {NULL, 0, NULL, NULL, 0, 0},
+};
+
+static char details[2048];
 
 const cli_command CMD_IMPORT = {
     .name = "import",
-    .usage = "HF_DIR -o FILE [options]",
+    .usage = "HF_DIR -o FILE [--recipe NAME] [--tensor-type REGEX=FORMAT]... [--force]",
     .summary = "Quantize a downloaded Hugging Face checkpoint into one ernie model file",
+    .details = details,
+    .opts = import_opts,
 };
 
+typedef struct {
+    const char *out, *recipe, *calib;
+    const char *tt[64];
+    int ntt, force;
+} imp_args;
+
+static int on_opt(void *c, int key, const char *v) {
+    imp_args *a = c;
+    switch (key) {
+    case I_OUT: a->out = v; return 0;
+    case I_RECIPE: a->recipe = v; return 0;
+    case I_FORCE: a->force = 1; return 0;
+    case I_CALIB: a->calib = v; return 0;
+    case I_TT:
+        if (a->ntt == 64) return cli_usage_error(&CMD_IMPORT, "too many --tensor-type options (64 at most)");
+        a->tt[a->ntt++] = v;
+        return 0;
+    }
+    return 0;
+}
+
+static volatile sig_atomic_t stop_flag;
+static void on_signal(int s) {
+    (void)s;
+    stop_flag = 1;
+}
+
+static void on_progress(void *ctx, double done, double total, const char *weight) {
+    (void)total;
+    progress_set(ctx, done, weight);
+}
+
+static void print_plan(const imp_plan *p, const char *recipe) {
+    char a[32], b[32];
+    fprintf(stderr, "plan (a prediction): %d weights from %d tensors, %s in, %s of weights out, recipe %s\n", p->nweights,
+            p->ntensors_in, progress_fmt_bytes((double)p->bytes_in, a, sizeof a),
+            progress_fmt_bytes((double)p->bytes_out, b, sizeof b), recipe);
+    fprintf(stderr, "  %-15s %14s %12s %8s  %s\n", "component", "parameters", "bytes", "bpw", "formats");
+    for (int i = 0; i < p->ncomp; i++)
+        fprintf(stderr, "  %-15s %14lld %12s %8.3f  %s\n", p->comp[i].name, (long long)p->comp[i].params,
+                progress_fmt_bytes((double)p->comp[i].bytes, a, sizeof a),
+                p->comp[i].params ? 8.0 * (double)p->comp[i].bytes / (double)p->comp[i].params : 0, p->comp[i].formats);
+    fprintf(stderr, "  %-15s %14lld %12s %8.3f\n", "total", (long long)p->params,
+            progress_fmt_bytes((double)p->bytes_out, a, sizeof a), p->params ? 8.0 * (double)p->bytes_out / (double)p->params : 0);
+    for (int ctx = 4096; ctx <= 32768; ctx *= 8)
+        fprintf(stderr, "  GPU memory at %dK context: %s (weights + bf16 KV cache)\n", ctx / 1024,
+                progress_fmt_bytes((double)(p->bytes_out + p->kv_bytes_per_token * (uint64_t)ctx), a, sizeof a));
+}
+
 int cmd_import(int argc, char **argv, cli_global *g) {
-    const char *pos[64];
+    snprintf(details, sizeof details,
+             "Recipes:\n%sFORMAT is a codec name: bf16, wint8, wint4, wint4g64, wint2g64, ccq2.75, ccq2.5, ccq2.06,\n"
+             "optionally with +icq and/or +crvq (e.g. ccq2.06+icq). Routers and the correction bias stay f32,\n"
+             "norms bf16. Example:\n  ernie import ERNIE-4.5-21B-A3B-PT -o ernie-21b.ernie --recipe q2.5 \\\n"
+             "      --tensor-type 'layers\\.1\\..*experts=wint4'",
+             recipe_presets_help());
+    imp_args a = {.recipe = "baidu"};
+    const char *pos[2];
     int np = 0;
-    int r = cli_parse(&CMD_IMPORT, argc, argv, g, NULL, NULL, pos, 64, &np);
+    int r = cli_parse(&CMD_IMPORT, argc, argv, g, on_opt, &a, pos, 1, &np);
     if (r) return r;
     if (g->help) {
         cli_print_help(&CMD_IMPORT);
         return EXIT_OK;
     }
-    return cmd_not_built(&CMD_IMPORT, "the model file writer is in progress");
+    if (np < 1) return cli_usage_error(&CMD_IMPORT, "missing HF_DIR");
+    if (!a.out) return cli_usage_error(&CMD_IMPORT, "missing -o FILE");
+    if (a.calib) return cli_fail("import: --calib: calibration is not available yet");
+    err_t err = {0};
+    recipe *rec = NULL;
+    if (recipe_create(&rec, a.recipe, &err)) return cli_usage_error(&CMD_IMPORT, "--recipe: %s", err.msg);
+    for (int i = 0; i < a.ntt; i++)
+        if (recipe_override(rec, a.tt[i], &err)) {
+            recipe_free(rec);
+            return cli_usage_error(&CMD_IMPORT, "--tensor-type: %s", err.msg);
+        }
+    pool *p = pool_create(g->threads);
+    imp_opts o = {.hf_dir = pos[0], .out_path = a.out, .recipe = rec, .overwrite = a.force, .pool = p, .stop = &stop_flag};
+    imp_plan plan;
+    int rc = EXIT_FAIL;
+    if (imp_plan_make(&o, &plan, &err)) {
+        cli_fail("import: %s", err.msg);
+        goto out;
+    }
+    if (!g->json) print_plan(&plan, recipe_name(rec));
+    if (plan.n_unexpected) cli_warn("import: %d tensors of %s are not used by the model", plan.n_unexpected, pos[0]);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    progress *pr = progress_start("importing", (double)plan.bytes_in, PROG_BYTES, NULL, g->json);
+    o.progress = on_progress;
+    o.progress_ctx = pr;
+    imp_result res;
+    int ir = imp_run(&o, &res, &err);
+    progress_finish(pr);
+    if (ir) {
+        cli_fail("import: %s", err.code == ERR_INTERRUPTED ? "interrupted; no file was written" : err.msg);
+        goto out;
+    }
+    char a1[32], a2[32];
+    if (g->json)
+        printf("{\"file\": \"%s\", \"seconds\": %.2f, \"bytes\": %llu, \"bpw\": %.4f, \"peak_rss\": %llu}\n", a.out,
+               res.seconds, (unsigned long long)res.file_bytes, res.bpw, (unsigned long long)res.peak_rss);
+    else
+        fprintf(stderr, "wrote %s: %s, %.3f bits per weight, in %.1fs, peak memory %s\n", a.out,
+                progress_fmt_bytes((double)res.file_bytes, a1, sizeof a1), res.bpw, res.seconds,
+                progress_fmt_bytes((double)res.peak_rss, a2, sizeof a2));
+    rc = EXIT_OK;
+out:
+    pool_destroy(p);
+    recipe_free(rec);
+    return rc;
 }

@@ -130,6 +130,16 @@ const be_weight_src *hfw_lookup(void *ctx, const char *name, err_t *err) {
 
 void hfw_eng_config(const hf_ckpt *h, eng_config *o, uint8_t *is_moe) {
     const cfg_model *c = hf_config(h);
+    int bias = 0;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        char name[128];
+        snprintf(name, sizeof name, "model.layers.%d.mlp.moe_statics.e_score_correction_bias", l);
+        if (c->is_moe && cfg_is_moe_layer(c, l) && hf_find(h, name, NULL)) bias = 1; /* aux-free checkpoints */
+    }
+    eng_config_from(c, bias, o, is_moe);
+}
+
+void eng_config_from(const cfg_model *c, int has_bias, eng_config *o, uint8_t *is_moe) {
     memset(o, 0, sizeof *o);
     o->hidden = c->hidden_size;
     o->n_layers = c->num_hidden_layers;
@@ -147,12 +157,8 @@ void hfw_eng_config(const hf_ckpt *h, eng_config *o, uint8_t *is_moe) {
         o->moe_inter = c->moe_intermediate_size;
         o->shared_inter = cfg_shared_width(c);
         o->moe_norm_min = (float)c->moe_norm_min;
+        o->moe_bias = has_bias;
     }
-    for (int l = 0; l < c->num_hidden_layers; l++) {
-        is_moe[l] = c->is_moe && cfg_is_moe_layer(c, l);
-        char name[128];
-        snprintf(name, sizeof name, "model.layers.%d.mlp.moe_statics.e_score_correction_bias", l);
-        if (is_moe[l] && hf_find(h, name, NULL)) o->moe_bias = 1; /* aux-free checkpoints carry it */
-    }
+    for (int l = 0; l < c->num_hidden_layers; l++) is_moe[l] = c->is_moe && cfg_is_moe_layer(c, l);
     o->is_moe = is_moe;
 }

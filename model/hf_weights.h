@@ -22,4 +22,7 @@ const be_weight_src *hfw_lookup(void *ctx, const char *name, err_t *err);
  * num_hidden_layers bytes). The correction bias is required when the checkpoint has one. */
 void hfw_eng_config(const hf_ckpt *h, eng_config *out, uint8_t *out_is_moe);
 
+/* The engine config of a model config; has_bias says whether MoE layers carry the correction bias. */
+void eng_config_from(const cfg_model *c, int has_bias, eng_config *out, uint8_t *out_is_moe);
+
 #endif
