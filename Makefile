@@ -139,10 +139,13 @@ $(B)/%.o: %.cu | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
-# A model file embedded as data: symbols _binary_assets_NAME_ernie_{start,end}.
+# A model file embedded as read-only data, 64-byte aligned like a mapped file (tensor data stays
+# aligned): symbols ernie_asset_NAME_start / _end.
 $(B)/assets/%.ernie.o: assets/%.ernie
 	@mkdir -p $(@D)
-	ld -r -b binary -z noexecstack -o $@ $<
+	printf '.section .rodata\n.balign 64\n.globl ernie_asset_%s_start\nernie_asset_%s_start:\n.incbin "%s"\n.globl ernie_asset_%s_end\nernie_asset_%s_end:\n.section .note.GNU-stack,"",@progbits\n' \
+	  $* $* $< $* $* > $(@:.o=.s)
+	$(CC) -c $(@:.o=.s) -o $@
 
 $(LIBA): $(LIB_OBJ)
 	@rm -f $@

@@ -43,6 +43,7 @@ typedef struct {
 
 struct recipe {
     const preset *p;
+    char name[64]; /* "baidu", or "baidu+custom" once overrides are added */
     override *ov;
     int nov;
 };
@@ -62,6 +63,7 @@ int recipe_create(recipe **out, const char *name, err_t *err) {
         recipe *r = calloc(1, sizeof *r);
         if (!r) return err_set(err, ERR_NOMEM, "out of memory");
         r->p = &presets[i];
+        snprintf(r->name, sizeof r->name, "%s", presets[i].name);
         *out = r;
         return 0;
     }
@@ -81,7 +83,7 @@ void recipe_free(recipe *r) {
     free(r);
 }
 
-const char *recipe_name(const recipe *r) { return r->p->name; }
+const char *recipe_name(const recipe *r) { return r->name; }
 
 int recipe_override(recipe *r, const char *spec, err_t *err) {
     const char *eq = strrchr(spec, '=');
@@ -108,6 +110,7 @@ int recipe_override(recipe *r, const char *spec, err_t *err) {
         return err_set(err, ERR_NOMEM, "out of memory");
     }
     r->nov++;
+    snprintf(r->name, sizeof r->name, "%s+custom", r->p->name);
     return 0;
 }
 

@@ -27,6 +27,7 @@ typedef struct recipe recipe;
  * and lists the known ones. */
 int recipe_create(recipe **out, const char *preset, err_t *err);
 void recipe_free(recipe *r);
+/* The preset's name, with "+custom" once an override was added (stored in the model file). */
 const char *recipe_name(const recipe *r);
 
 /* One line per preset for --help: "baidu  attention and dense MLP wint8, ...". */
