@@ -14,7 +14,7 @@ trap 'rm -rf "$tmp"' EXIT
 echo "| weights | bits per weight (all weights) | perplexity | KL from bf16 | top-1 agreement |"
 echo "| --- | --- | --- | --- | --- |"
 for f in bf16 wint8 wint4 ccq2.75 ccq2.5 ccq2.06 ccq2.06+icq ccq2.06+crvq wint2g64; do
-    out="$tmp/$f.ernie"
+    out="$tmp/q-$f.ernie"
     bpw=$("$ernie" import "$ck" -o "$out" --recipe bf16 --tensor-type "_proj\$=$f" --json 2>/dev/null |
           sed -n 's/.*"bpw": \([0-9.]*\).*/\1/p')
     j=$("$ernie" perplexity "$out" "$text" -c 256 --windows "$windows" --ref "$tmp/bf16.ernie" --json 2>/dev/null)
