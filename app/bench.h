@@ -14,4 +14,7 @@ int bench_quant(int argc, char **argv, cli_global *g);
 /* `ernie bench kernels`: the CUDA kernels against the GPU's limits. */
 int bench_kernels(int argc, char **argv, cli_global *g);
 
+/* app/bench_gpu.c: the measurements (a clear failure without CUDA). */
+int bench_kernels_cuda(int argc, char **argv, cli_global *g);
+
 #endif

@@ -1,19 +1,11 @@
-/* app/bench_kernels.c: `ernie bench kernels`, a placeholder until the CUDA backend lands (its helper
- * replaces this file). Says so and fails; never pretends to measure. */
+/* app/bench_kernels.c: `ernie bench kernels`: the CUDA kernels' speed (app/bench_gpu.c), or a clear
+ * failure in a binary built without CUDA. */
 #include "bench.h"
 
 const cli_command CMD_BENCH_KERNELS = {
     .name = "bench kernels",
-    .usage = "[options]",
-    .summary = "CUDA kernel speed against the GPU's copy bandwidth and tensor-core rate",
+    .usage = "[--formats LIST] [--reps N] [--json]",
+    .summary = "CUDA kernel speed at the ERNIE-4.5-300B shapes against the GPU's measured copy bandwidth",
 };
 
-int bench_kernels(int argc, char **argv, cli_global *g) {
-    int r = cli_parse(&CMD_BENCH_KERNELS, argc, argv, g, NULL, NULL, NULL, 0, NULL);
-    if (r) return r;
-    if (g->help) {
-        cli_print_help(&CMD_BENCH_KERNELS);
-        return EXIT_OK;
-    }
-    return cli_fail("bench kernels: needs the CUDA backend, not built yet");
-}
+int bench_kernels(int argc, char **argv, cli_global *g) { return bench_kernels_cuda(argc, argv, g); }

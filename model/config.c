@@ -367,17 +367,19 @@ int cfg_num_moe_layers(const cfg_model *c) {
 int cfg_shared_width(const cfg_model *c) { return c->is_moe ? c->moe_intermediate_size * c->moe_num_shared_experts : 0; }
 
 int64_t cfg_param_count(const cfg_model *c, int64_t *active) {
-    int64_t H = c->hidden_size, V = c->vocab_size, d = c->head_dim;
-    int64_t attn = H * d * (2 * (int64_t)c->num_attention_heads + 2 * (int64_t)c->num_key_value_heads);
-    int64_t total = V * H * (c->tie_word_embeddings ? 1 : 2) + H; /* + final norm */
-    int64_t act = total;
+    /* In double: the bounds allow configs (1024 layers of 1024 experts of width 2^20) whose count
+     * would overflow int64; such counts are clamped. */
+    double H = c->hidden_size, V = c->vocab_size, d = c->head_dim;
+    double attn = H * d * (2.0 * c->num_attention_heads + 2.0 * c->num_key_value_heads);
+    double total = V * H * (c->tie_word_embeddings ? 1 : 2) + H; /* + final norm */
+    double act = total;
     for (int i = 0; i < c->num_hidden_layers; i++) {
-        int64_t common = attn + 2 * H;
+        double common = attn + 2 * H;
         total += common;
         act += common;
         if (cfg_is_moe_layer(c, i)) {
-            int64_t ex = 3 * H * c->moe_intermediate_size, sh = 3 * H * (int64_t)cfg_shared_width(c);
-            int64_t router = (int64_t)c->moe_num_experts * (H + 1);
+            double ex = 3 * H * c->moe_intermediate_size, sh = 3 * H * cfg_shared_width(c);
+            double router = (double)c->moe_num_experts * (H + 1);
             total += ex * c->moe_num_experts + sh + router;
             act += ex * c->moe_k + sh + router;
         } else {
@@ -385,8 +387,9 @@ int64_t cfg_param_count(const cfg_model *c, int64_t *active) {
             act += 3 * H * c->intermediate_size;
         }
     }
-    if (active) *active = act;
-    return total;
+    const double cap = 9.2e18;
+    if (active) *active = act > cap ? (int64_t)cap : (int64_t)act;
+    return total > cap ? (int64_t)cap : (int64_t)total;
 }
 
 /* ---- serialisation ------------------------------------------------------------------------------ */

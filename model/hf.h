@@ -4,7 +4,8 @@
  * model.safetensors.index.json (its "weight_map" says which shard holds each tensor) with the shards,
  * or a single model.safetensors. Opening maps every shard and validates it, so a missing or truncated
  * shard is found at once, not an hour into an import. Tensors are found by their HF name; the MTP
- * head's tensors (any name containing "mtp", spec P14) are invisible. hf_check compares the tensors
+ * head's tensors (any name containing "mtp", spec P14) and our writer's "__pad__.*" fillers are
+ * invisible. hf_check compares the tensors
  * with what the config needs (spec/ernie.md §3). Never copies weights, never prints.
  */
 #ifndef ERNIE_MODEL_HF_H

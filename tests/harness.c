@@ -268,5 +268,7 @@ int main(int argc, char **argv) {
         printf("\n");
     }
     printf("%d passed, %d failed\n", passed, failed);
+    free(failed_names);
+    free(tests);
     return failed ? 1 : 0;
 }

@@ -19,7 +19,7 @@ TEST(chat_scripted_session_with_commands) {
     char script[2048];
     const char *save = th_tmp("conv.json");
     snprintf(script, sizeof script,
-             "Tell me a fortune.\n/regen\n/save %s\n/set temp 0.5\n/set bogus 1\n/clear\nWho \\\nare you?\n"
+             "Tell me a fortune.\n/regen\n/save %s\n/set temp 0.5\n/set bogus 1\n/set temp 0\n/clear\nWho \\\nare you?\n"
              "/load %s\n/stats\n/nope\n/exit\nnever read\n",
              save, save);
     char *o, *e;

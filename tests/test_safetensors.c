@@ -519,3 +519,30 @@ TEST(st_corrupted_headers_never_crash) {
     }
     free(b);
 }
+
+/* A file written by Hugging Face's own writer (safetensors 0.8.0, torch save_file; kept with the fuzz
+ * seeds): unaligned offsets, tensors sorted by dtype, a zero-size and a scalar tensor. */
+TEST(st_reads_hugging_face_writer_output) {
+    err_t e = {0};
+    st_file *f;
+    if (!CHECK(st_open(&f, "tests/fuzz/corpus/fuzz_safetensors/hf-written.safetensors", &e) == 0)) return (void)FAIL("%s", e.msg);
+    CHECK_STR(st_meta(f, "format"), "pt");
+    CHECK_INT(st_count(f), 5);
+    const st_tensor *b = st_find(f, "b"), *a = st_find(f, "a"), *c = st_find(f, "c"), *d = st_find(f, "d"), *x = st_find(f, "e");
+    if (!CHECK(a && b && c && d && x)) return;
+    CHECK(b->dtype == ST_F32 && b->ndim == 2 && b->shape[0] == 2 && b->shape[1] == 3);
+    for (int i = 0; i < 6; i++) {
+        float v;
+        memcpy(&v, (const char *)b->data + 4 * i, 4);
+        CHECK(v == (float)i);
+    }
+    uint16_t h;
+    memcpy(&h, a->data, 2);
+    CHECK(a->dtype == ST_BF16 && a->numel == 5 && h == 0x3f80);
+    CHECK(c->dtype == ST_I8 && !memcmp(c->data, "\x01\x02\x03", 3));
+    CHECK(d->dtype == ST_F16 && d->numel == 0 && d->nbytes == 0 && d->ndim == 2);
+    int64_t seven;
+    memcpy(&seven, x->data, 8);
+    CHECK(x->dtype == ST_I64 && x->ndim == 0 && x->numel == 1 && seven == 7);
+    st_close(f);
+}

@@ -1,0 +1,420 @@
+/* app/bench_gpu.c: `ernie bench kernels` for the CUDA kernels: the batch-1 quantized GEMV of every format
+ * at the real ERNIE-4.5-300B shapes and the two expert GEMVs of one MoE layer (top-8 of 64 experts),
+ * timed with CUDA events after warm-up, against the device-to-device copy bandwidth measured in the
+ * same run. Weights are random valid encodings made on the device; each timing round calls the product
+ * once on each of several copies of the weight (more bytes than twice the L2 cache in all, so no call
+ * finds its weight in L2), and the figure is the median over rounds of round time / calls. For the
+ * experts, every call selects a different set of 8 of the 64 experts. The GB/s count every byte of the
+ * format's stored parts that the product reads. Prints a table on stdout (JSON with --json) and
+ * progress on stderr; never reports a figure it did not measure. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+int bench_kernels_cuda(int argc, char **argv, cli_global *g);
+
+#if defined(ERNIE_CUDA) && ERNIE_CUDA
+
+#include "base/rng.h"
+#include "kernels/gpu_probe.h"
+#include "kernels/cuda/cudev.h"
+#include "kernels/cuda/qgemv.h"
+
+enum { O_FORMATS = 1, O_REPS, O_QUICK, O_NO_MOE, O_NO_GEMV };
+
+static const cli_opt bench_opts[] = {
+    {"formats", 0, "LIST", "comma-separated formats (default: bf16,wint8,wint4,ccq2.75,ccq2.5,ccq2.06)", O_FORMATS, 0},
+    {"reps", 0, "N", "timing rounds per figure (default 30)", O_REPS, 0},
+    {"quick", 0, NULL, "fewer rounds and shapes (a smoke run)", O_QUICK, 0},
+    {"no-moe", 0, NULL, "skip the expert GEMVs", O_NO_MOE, 0},
+    {"no-gemv", 0, NULL, "skip the plain GEMVs", O_NO_GEMV, 0},
+    {NULL, 0, NULL, NULL, 0, 0},
+};
+
+static const cli_command CMD_BK = {
+    .name = "bench kernels",
+    .usage = "[--formats LIST] [--reps N] [--quick] [--no-moe] [--no-gemv] [--json]",
+    .summary = "CUDA kernel speed against the GPU's measured copy bandwidth",
+    .details = "Times the batch-1 quantized GEMV (y = W x, bf16 x) of each format at the ERNIE-4.5-300B shapes\n"
+               "and the MoE expert GEMVs (gate+up with SwiGLU, and down with the routing-weighted sum, top-8\n"
+               "of 64 experts), and compares the bytes of weight read per second with the device-to-device\n"
+               "copy bandwidth (bytes read + written) measured in the same run.",
+    .opts = bench_opts,
+};
+
+typedef struct {
+    unsigned fmask;
+    int reps, quick, moe, gemv;
+} bopts;
+
+static int on_opt(void *ctx, int key, const char *v) {
+    bopts *o = ctx;
+    long long n;
+    switch (key) {
+    case O_FORMATS: {
+        o->fmask = 0;
+        char buf[256];
+        snprintf(buf, sizeof buf, "%s", v);
+        for (char *s = strtok(buf, ","); s; s = strtok(NULL, ",")) {
+            int found = 0;
+            for (int f = 0; f < QF_COUNT; f++)
+                if (!strcmp(s, qfmt_name((qfmt)f))) o->fmask |= 1u << f, found = 1;
+            if (!found) return cli_usage_error(&CMD_BK, "unknown format '%s' in --formats", s);
+        }
+        return 0;
+    }
+    case O_REPS:
+        if (cli_int(&CMD_BK, "--reps", v, 3, 100000, &n)) return EXIT_USAGE;
+        o->reps = (int)n;
+        return 0;
+    case O_QUICK: o->quick = 1; return 0;
+    case O_NO_MOE: o->moe = 0; return 0;
+    case O_NO_GEMV: o->gemv = 0; return 0;
+    }
+    return 0;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* ---- a device weight with random valid contents ---- */
+
+typedef struct {
+    qmat_dev m;
+    void *buf[6];
+    double bytes; /* stored bytes of all parts */
+} dweight;
+
+static void dw_free(dweight *w) {
+    for (int i = 0; i < 6; i++) cu_free(w->buf[i]);
+    memset(w, 0, sizeof *w);
+}
+
+static void *dalloc(dweight *w, int i, size_t bytes, err_t *e) { return w->buf[i] = cu_malloc(bytes, e); }
+
+static int dw_make(dweight *w, qfmt f, int experts, int64_t n, int64_t k, uint64_t seed, err_t *e) {
+    memset(w, 0, sizeof *w);
+    int64_t rows = experts * n;
+    w->m.fmt = f, w->m.n = n, w->m.k = k, w->m.n_experts = experts;
+    w->bytes = (double)rows * qfmt_row_bytes(f, k);
+    size_t r = (size_t)rows;
+    switch (f) {
+    case QF_BF16:
+        if (!dalloc(w, 0, r * k * 2, e) || cu_fill_bf16(w->buf[0], r * k, -0.1f, 0.1f, seed, NULL, e)) return -1;
+        w->m.q = w->buf[0];
+        return 0;
+    case QF_WINT8:
+    case QF_WINT4: {
+        size_t qb = f == QF_WINT8 ? r * k : r * k / 2;
+        if (!dalloc(w, 0, qb, e) || cu_fill_bytes(w->buf[0], qb, 0, 255, seed, NULL, e)) return -1;
+        if (!dalloc(w, 1, r * 4, e) || cu_fill_f32(w->buf[1], r, 1e-3f, 2e-3f, seed + 1, NULL, e)) return -1;
+        w->m.q = w->buf[0], w->m.scale = w->buf[1];
+        return 0;
+    }
+    case QF_CCQ206: {
+        size_t lb = r * (size_t)((k + 127) / 128);
+        if (!dalloc(w, 0, r * k / 4, e) || cu_fill_bytes(w->buf[0], r * k / 4, 0, 255, seed, NULL, e)) return -1;
+        if (!dalloc(w, 1, lb, e) || cu_fill_local4(w->buf[1], rows, k, seed + 1, NULL, e)) return -1;
+        /* codes = floor(q cs + zp + 0.5) stay inside [0, 2^15) for cs < 100, zp < 7000 */
+        if (!dalloc(w, 2, r * 4, e) || cu_fill_f32(w->buf[2], r, 20.0f, 100.0f, seed + 2, NULL, e)) return -1;
+        if (!dalloc(w, 3, r * 4, e) || cu_fill_f32(w->buf[3], r, 0.0f, 7000.0f, seed + 3, NULL, e)) return -1;
+        if (!dalloc(w, 4, r * 2, e) || cu_fill_bf16(w->buf[4], r, 1e-3f, 2e-3f, seed + 4, NULL, e)) return -1;
+        w->m.q = w->buf[0], w->m.local = w->buf[1], w->m.code_scale = w->buf[2], w->m.code_zp = w->buf[3];
+        w->m.super = w->buf[4];
+        return 0;
+    }
+    case QF_CCQ275:
+    case QF_CCQ25: {
+        size_t sb = r * (size_t)(k / 64) * (f == QF_CCQ275 ? 22 : 20);
+        void *src = cu_malloc(sb, e);
+        if (!src) return -1;
+        int rc = cu_fill_bytes(src, sb, 0, 255, seed, NULL, e);
+        if (!rc && !dalloc(w, 0, qmat_repack_bytes(f, rows, k), e)) rc = -1;
+        if (!rc) rc = qmat_repack(f, src, rows, k, w->buf[0], &w->m, NULL, e);
+        if (!rc) rc = cu_sync(e);
+        cu_free(src);
+        if (rc) return -1;
+        if (!dalloc(w, 1, r * 2, e) || cu_fill_bf16(w->buf[1], r, 1e-3f, 2e-3f, seed + 4, NULL, e)) return -1;
+        w->m.super = w->buf[1];
+        return 0;
+    }
+    default: return err_set(e, ERR_ARG, "bench: bad format");
+    }
+}
+
+/* ---- timing ---- */
+
+typedef struct {
+    const char *fmt, *product, *shape;
+    double bytes, us, us_min, gbs, ratio;
+} result;
+
+typedef int (*call_fn)(void *ctx, int i, err_t *e);
+
+/* Warm-up, then `reps` rounds of `calls` calls between two events; per-call median and minimum. */
+static int time_calls(call_fn fn, void *ctx, int calls, int reps, double *med_us, double *min_us, err_t *e) {
+    cu_event a = cu_event_new(e), b = cu_event_new(e);
+    double *v = malloc(sizeof(double) * (size_t)reps);
+    int rc = (!a || !b || !v) ? -1 : 0;
+    for (int w = 0; w < 2 && !rc; w++)
+        for (int i = 0; i < calls && !rc; i++) rc = fn(ctx, i, e);
+    if (!rc) rc = cu_sync(e);
+    for (int r = 0; r < reps && !rc; r++) {
+        rc = cu_event_record(a, NULL, e);
+        for (int i = 0; i < calls && !rc; i++) rc = fn(ctx, i, e);
+        float ms = 0;
+        if (!rc) rc = cu_event_record(b, NULL, e);
+        if (!rc) rc = cu_event_ms(a, b, &ms, e);
+        v[r] = ms * 1000.0 / calls;
+    }
+    if (!rc) {
+        *med_us = median_of(v, reps);
+        *min_us = v[0];
+    }
+    free(v);
+    cu_event_free(a);
+    cu_event_free(b);
+    return rc;
+}
+
+typedef struct {
+    void *a, *b;
+    size_t bytes;
+} copy_ctx;
+
+static int call_copy(void *ctx, int i, err_t *e) {
+    copy_ctx *c = ctx;
+    (void)i;
+    return cu_d2d_async(c->b, c->a, c->bytes, NULL, e);
+}
+
+typedef struct {
+    dweight *w;
+    int n;
+    const uint16_t *x;
+    void *y;
+    qgemv_ws *ws;
+} gemv_ctx;
+
+static int call_gemv(void *ctx, int i, err_t *e) {
+    gemv_ctx *c = ctx;
+    return qgemv(&c->w[i % c->n].m, c->x, c->y, QOUT_F32, c->ws, NULL, e);
+}
+
+typedef struct {
+    dweight *w;
+    const int32_t *ids; /* [nsets][topk] */
+    const float *rw;
+    int nsets, topk, down;
+    const uint16_t *x, *h;
+    void *out;
+    qgemv_ws *ws;
+} moe_ctx;
+
+static int call_moe(void *ctx, int i, err_t *e) {
+    moe_ctx *c = ctx;
+    const int32_t *ids = c->ids + (size_t)(i % c->nsets) * c->topk;
+    if (c->down) return qmoe_down(&c->w->m, ids, c->rw, c->topk, c->h, c->out, QOUT_F32, c->ws, NULL, e);
+    return qmoe_gate_up(&c->w->m, ids, c->topk, c->x, c->out, QOUT_BF16, c->ws, NULL, e);
+}
+
+static void add_result(result *res, int *nres, const char *fmt, const char *product, const char *shape, double bytes,
+                       double us, double us_min, double copy_gbs) {
+    result *r = &res[(*nres)++];
+    r->fmt = fmt, r->product = product, r->shape = shape, r->bytes = bytes, r->us = us, r->us_min = us_min;
+    r->gbs = bytes / (us * 1e-6) / 1e9;
+    r->ratio = r->gbs / copy_gbs;
+    fprintf(stderr, "  %-8s %-22s %-14s %8.2f MB %9.2f us %7.0f GB/s %5.1f%% of copy\n", fmt, product, shape,
+            bytes / 1e6, us, r->gbs, 100 * r->ratio);
+}
+
+int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
+    bopts o = {0};
+    o.fmask = (1u << QF_COUNT) - 1, o.reps = 30, o.moe = 1, o.gemv = 1;
+    int r = cli_parse(&CMD_BK, argc, argv, g, on_opt, &o, NULL, 0, NULL);
+    if (r) return r;
+    if (g->help) {
+        cli_print_help(&CMD_BK);
+        return EXIT_OK;
+    }
+    if (o.quick && o.reps == 30) o.reps = 5;
+    err_t e = {0};
+    gpu_info gi;
+    if (gpu_probe(&gi, 1, &e) == 0) return cli_fail("bench kernels: no CUDA GPU: %s", e.msg);
+    cu_devinfo dev;
+    if (cu_device_info(&dev, &e)) return cli_fail("bench kernels: %s", e.msg);
+    fprintf(stderr, "device: %s, %d SMs, L2 %.0f MB, %.1f GB free\n", dev.name, dev.sm_count, dev.l2_bytes / 1e6,
+            dev.mem_free / 1e9);
+
+    /* the copy bandwidth: 1 GiB device to device, bytes read + written */
+    copy_ctx cc = {0};
+    cc.bytes = (size_t)1 << 30;
+    cc.a = cu_malloc(cc.bytes, &e);
+    cc.b = cc.a ? cu_malloc(cc.bytes, &e) : NULL;
+    if (!cc.b || cu_fill_bytes(cc.a, cc.bytes, 0, 255, 1, NULL, &e)) return cli_fail("bench kernels: %s", e.msg);
+    double copy_us, copy_min;
+    if (time_calls(call_copy, &cc, 1, o.reps < 20 ? 20 : o.reps, &copy_us, &copy_min, &e))
+        return cli_fail("bench kernels: copy: %s", e.msg);
+    double copy_gbs = 2.0 * cc.bytes / (copy_us * 1e-6) / 1e9;
+    cu_free(cc.a), cu_free(cc.b);
+    fprintf(stderr, "copy bandwidth: %.0f GB/s (read + write, %.2f GB per copy, median of %d)\n", copy_gbs,
+            cc.bytes / 1e9, o.reps < 20 ? 20 : o.reps);
+
+    result res[160];
+    int nres = 0;
+    qgemv_ws ws;
+    if (qgemv_ws_alloc(&ws, 65536, 64, &e)) return cli_fail("bench kernels: %s", e.msg);
+    static const struct {
+        int64_t n, k;
+        const char *name, *shape;
+    } shapes[] = {{7168, 8192, "gemv gate_up", "7168x8192"},
+                  {8192, 3584, "gemv down", "8192x3584"},
+                  {10240, 8192, "gemv qkv", "10240x8192"},
+                  {8192, 28672, "gemv dense_down", "8192x28672"}};
+    int nshapes = o.quick ? 2 : 4;
+    uint16_t *x = cu_malloc(28672 * 2, &e), *h = cu_malloc(8 * 3584 * 2, &e);
+    void *y = cu_malloc(65536 * 4, &e), *ho = cu_malloc(8 * 3584 * 4, &e);
+    if (!x || !h || !y || !ho || cu_fill_bf16(x, 28672, -2.f, 2.f, 7, NULL, &e) ||
+        cu_fill_bf16(h, 8 * 3584, -1.f, 1.f, 8, NULL, &e))
+        return cli_fail("bench kernels: %s", e.msg);
+    int rc = 0;
+    /* ccq2.06 twice: arithmetic decode (the default) and the lookup-table kernel */
+    static const char *const tables_name[] = {"gemv gate_up tables", "gemv down tables", "gemv qkv tables",
+                                              "gemv dense_down tables"};
+    for (int fv = 0; fv <= QF_COUNT && !rc && o.gemv; fv++) {
+        int f = fv < QF_COUNT ? fv : QF_CCQ206, tables = fv == QF_COUNT;
+        if (!(o.fmask >> f & 1)) continue;
+        qgemv_ccq206_use_table(tables);
+        for (int s = 0; s < nshapes && !rc; s++) {
+            double one = shapes[s].n * qfmt_row_bytes((qfmt)f, shapes[s].k);
+            int copies = (int)ceil(4.0 * dev.l2_bytes / one);
+            if (copies < 2) copies = 2;
+            if (copies > 64) copies = 64;
+            dweight w[64];
+            memset(w, 0, sizeof w);
+            for (int c = 0; c < copies && !rc; c++)
+                rc = dw_make(&w[c], (qfmt)f, 1, shapes[s].n, shapes[s].k, 1000 + 17 * c + 100 * f, &e);
+            if (!rc) rc = cu_sync(&e);
+            gemv_ctx gc = {w, copies, x, y, &ws};
+            double us = 0, mn = 0;
+            if (!rc) rc = time_calls(call_gemv, &gc, copies, o.reps, &us, &mn, &e);
+            if (!rc)
+                add_result(res, &nres, qfmt_name((qfmt)f), tables ? tables_name[s] : shapes[s].name, shapes[s].shape,
+                           w[0].bytes, us, mn, copy_gbs);
+            for (int c = 0; c < copies; c++) dw_free(&w[c]);
+        }
+    }
+    qgemv_ccq206_use_table(0);
+    /* experts: one MoE layer of 64 experts, 64 different top-8 sets used in turn */
+    enum { E = 64, TOPK = 8, NSETS = 64 };
+    int32_t *ids_d = cu_malloc(sizeof(int32_t) * NSETS * TOPK, &e);
+    float *rw_d = cu_malloc(sizeof(float) * TOPK, &e);
+    if (!rc && (!ids_d || !rw_d)) rc = -1;
+    if (!rc) {
+        rng_t rg;
+        rng_seed(&rg, 42);
+        int32_t ids[NSETS * TOPK];
+        float rw[TOPK];
+        for (int s = 0; s < NSETS; s++)
+            for (int j = 0; j < TOPK; j++) {
+                int again;
+                do {
+                    ids[s * TOPK + j] = (int32_t)(rng_next(&rg) % E);
+                    again = 0;
+                    for (int i = 0; i < j; i++) again |= ids[s * TOPK + i] == ids[s * TOPK + j];
+                } while (again);
+            }
+        for (int j = 0; j < TOPK; j++) rw[j] = 0.125f;
+        rc = cu_h2d(ids_d, ids, sizeof ids, &e) || cu_h2d(rw_d, rw, sizeof rw, &e);
+    }
+    for (int fv = 0; fv <= QF_COUNT && !rc && o.moe; fv++) {
+        int f = fv < QF_COUNT ? fv : QF_CCQ206, tables = fv == QF_COUNT;
+        if (!(o.fmask >> f & 1)) continue;
+        qgemv_ccq206_use_table(tables);
+        dweight gu, dn;
+        rc = dw_make(&gu, (qfmt)f, E, 2 * 3584, 8192, 500 + f, &e);
+        if (!rc) rc = dw_make(&dn, (qfmt)f, E, 8192, 3584, 600 + f, &e);
+        if (!rc) rc = cu_sync(&e);
+        double us = 0, mn = 0;
+        moe_ctx mc = {&gu, ids_d, rw_d, NSETS, TOPK, 0, x, h, ho, &ws};
+        if (!rc) rc = time_calls(call_moe, &mc, NSETS, o.reps, &us, &mn, &e);
+        if (!rc)
+            add_result(res, &nres, qfmt_name((qfmt)f), tables ? "moe gate_up tables" : "moe gate_up+swiglu",
+                       "8x7168x8192", gu.bytes * TOPK / E, us, mn, copy_gbs);
+        mc.w = &dn, mc.down = 1, mc.out = y;
+        if (!rc && !tables) rc = time_calls(call_moe, &mc, NSETS, o.reps, &us, &mn, &e);
+        if (!rc && !tables)
+            add_result(res, &nres, qfmt_name((qfmt)f), "moe down+sum", "8x8192x3584", dn.bytes * TOPK / E, us, mn,
+                       copy_gbs);
+        dw_free(&gu);
+        dw_free(&dn);
+    }
+    qgemv_ccq206_use_table(0);
+    /* the load-time repack of ccq2.75 and ccq2.5, at the largest shape */
+    double rp_us[2] = {0, 0};
+    for (int i = 0; i < 2 && !rc; i++) {
+        qfmt f = i ? QF_CCQ25 : QF_CCQ275;
+        if (!(o.fmask >> f & 1)) continue;
+        int64_t rows = 8192, k = 28672;
+        size_t sb = (size_t)rows * (k / 64) * (f == QF_CCQ275 ? 22 : 20);
+        void *src = cu_malloc(sb, &e), *dst = cu_malloc(qmat_repack_bytes(f, rows, k), &e);
+        if (!src || !dst || cu_fill_bytes(src, sb, 0, 255, 3, NULL, &e)) rc = -1;
+        double v[5];
+        for (int t = 0; t < 5 && !rc; t++) {
+            qmat_dev m = {0};
+            cu_event a = cu_event_new(&e), b = cu_event_new(&e);
+            float ms = 0;
+            rc = !a || !b || cu_event_record(a, NULL, &e) || qmat_repack(f, src, rows, k, dst, &m, NULL, &e) ||
+                 cu_event_record(b, NULL, &e) || cu_event_ms(a, b, &ms, &e);
+            v[t] = ms * 1000.0;
+            cu_event_free(a), cu_event_free(b);
+        }
+        if (!rc) rp_us[i] = median_of(v, 5);
+        cu_free(src), cu_free(dst);
+    }
+    qgemv_ws_free(&ws);
+    cu_free(x), cu_free(h), cu_free(y), cu_free(ho), cu_free(ids_d), cu_free(rw_d);
+    if (rc) return cli_fail("bench kernels: %s", e.msg);
+
+    if (g->json) {
+        printf("{\"device\": \"%s\", \"sm_count\": %d, \"l2_bytes\": %zu, \"copy_gbs\": %.1f, \"results\": [", dev.name,
+               dev.sm_count, dev.l2_bytes, copy_gbs);
+        for (int i = 0; i < nres; i++)
+            printf("%s\n  {\"format\": \"%s\", \"product\": \"%s\", \"shape\": \"%s\", \"bytes\": %.0f, \"us\": %.3f, "
+                   "\"us_min\": %.3f, \"gbs\": %.1f, \"ratio_to_copy\": %.4f}",
+                   i ? "," : "", res[i].fmt, res[i].product, res[i].shape, res[i].bytes, res[i].us, res[i].us_min,
+                   res[i].gbs, res[i].ratio);
+        printf("\n], \"repack_us\": {\"ccq2.75_8192x28672\": %.1f, \"ccq2.5_8192x28672\": %.1f}}\n", rp_us[0], rp_us[1]);
+        return EXIT_OK;
+    }
+    printf("device: %s (%d SMs, L2 %.0f MB)\n", dev.name, dev.sm_count, dev.l2_bytes / 1e6);
+    printf("copy bandwidth (device to device, read + write): %.0f GB/s\n", copy_gbs);
+    printf("%-8s %-20s %-12s %9s %9s %9s %7s %7s\n", "format", "product", "shape", "MB read", "us", "us min", "GB/s",
+           "%copy");
+    for (int i = 0; i < nres; i++)
+        printf("%-8s %-20s %-12s %9.2f %9.2f %9.2f %7.0f %6.1f%%\n", res[i].fmt, res[i].product, res[i].shape,
+               res[i].bytes / 1e6, res[i].us, res[i].us_min, res[i].gbs, 100 * res[i].ratio);
+    if (rp_us[0] > 0 || rp_us[1] > 0)
+        printf("load-time repack, 8192x28672: ccq2.75 %.1f us, ccq2.5 %.1f us\n", rp_us[0], rp_us[1]);
+    return EXIT_OK;
+}
+
+#else
+
+int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
+    (void)argc, (void)argv, (void)g;
+    return cli_fail("bench kernels: this binary was built without CUDA");
+}
+
+#endif

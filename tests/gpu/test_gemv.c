@@ -1,0 +1,527 @@
+/* tests/gpu/test_gemv.c: the quantized GEMV and expert GEMV kernels (kernels/cuda/qgemv.h) against an
+ * independent host reference: random valid encodings of every format, decoded on the host by the codec
+ * library (ccq_wrap validates them, ccq_decode_row decodes), multiplied in fp64 with the same bf16
+ * activations. Every run draws fresh inputs (seeded from the clock; the seed is printed on failure),
+ * poisons the outputs with NaN first, and checks every element against a bound from the arithmetic:
+ * fp32 accumulation, |y - ref| <= 2e-5 * sum_k |w_k x_k| per element and (64 outputs or more) a
+ * norm-wise error under 1e-5;
+ * bf16 outputs add half a bf16 ulp. Shapes: odd sizes (N not a multiple of the tile, K = 64), and the
+ * real ERNIE-4.5-300B shapes. A last test checks the codec's decode against a decoder written here
+ * straight from spec/ccq.md, so that a codec bug cannot hide a kernel bug. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/bf16.h"
+#include "base/rng.h"
+#include "ccq/ccq.h"
+#include "kernels/cuda/cudev.h"
+#include "kernels/cuda/qgemv.h"
+#include "tests/harness.h"
+
+static const qfmt ALL[] = {QF_BF16, QF_WINT8, QF_WINT4, QF_CCQ275, QF_CCQ25, QF_CCQ206};
+#define NALL 6
+
+static uint64_t fresh_seed(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ ((uint64_t)getpid() << 40);
+}
+
+static ccq_base base_of(qfmt f) {
+    switch (f) {
+    case QF_BF16: return CCQ_BF16;
+    case QF_WINT8: return CCQ_WINT8;
+    case QF_WINT4: return CCQ_WINT4;
+    case QF_CCQ275: return CCQ_CCQ275;
+    case QF_CCQ25: return CCQ_CCQ25;
+    default: return CCQ_CCQ206;
+    }
+}
+
+static float unif(rng_t *r, float lo, float hi) { return lo + (hi - lo) * (float)rng_uniform(r); }
+
+/* A random valid code_scale / code_zp pair: every code of q in 0..255 inside [0, 2^15). One row in 5
+ * takes "round" values (integers and halves) so that fmaf lands exactly on integers and the floor's
+ * rounding mode is tested; one in 5 touches the ends of the code range. */
+static void random_code_line(rng_t *r, int64_t row, float *cs, float *zp) {
+    float a = unif(r, 1.0f, 128.0f);
+    if (row % 5 == 1) a = (float)(int)a + ((row / 5) % 2 ? 0.5f : 0.0f);
+    int neg = rng_next(r) & 1;
+    float span = 255.0f * a;
+    float lo = neg ? span + 1.0f : 1.0f, hi = neg ? 32766.0f : 32766.0f - span;
+    float z = unif(r, lo, hi);
+    if (row % 5 == 1) z = floorf(z) + ((row / 5) % 3 == 0 ? -0.5f : 0.0f);
+    if (row % 5 == 2) z = neg ? 32767.0f - 0.6f : 0.0f; /* codes up to 32767 (or down to 0) */
+    *cs = neg ? -a : a;
+    *zp = z;
+}
+
+typedef struct {
+    qfmt f;
+    int64_t rows, n, k; /* rows = experts * n */
+    int experts;
+    ccq_part parts[CCQ_MAX_PARTS];
+    int nparts;
+    void *host[CCQ_MAX_PARTS];
+    void *dev[CCQ_MAX_PARTS];
+    void *repacked;
+    ccq_tensor t;
+    qmat_dev m;
+} tweight;
+
+static void tw_free(tweight *w) {
+    for (int i = 0; i < CCQ_MAX_PARTS; i++) {
+        free(w->host[i]);
+        cu_free(w->dev[i]);
+    }
+    cu_free(w->repacked);
+    memset(w, 0, sizeof *w);
+}
+
+/* Makes a random valid weight of `experts` x [n][k] in format f on the host and (upload) the device. */
+static int tw_make_on(tweight *w, qfmt f, int experts, int64_t n, int64_t k, rng_t *r, int upload) {
+    err_t e = {0};
+    memset(w, 0, sizeof *w);
+    w->f = f, w->experts = experts, w->n = n, w->k = k, w->rows = experts * n;
+    ccq_format cf = ccq_format_of(base_of(f));
+    if (ccq_layout(&cf, w->rows, k, w->parts, &w->nparts, &e)) return FAIL("ccq_layout: %s", e.msg);
+    int64_t ng = k / 64;
+    for (int i = 0; i < w->nparts; i++) {
+        ccq_part *p = &w->parts[i];
+        uint8_t *d = malloc(p->nbytes ? p->nbytes : 1);
+        if (!d) return FAIL("out of host memory");
+        w->host[i] = d;
+        p->data = d;
+        const char *nm = p->name;
+        if (!strcmp(nm, "weight")) {
+            uint16_t *v = (uint16_t *)d;
+            for (size_t j = 0; j < p->nbytes / 2; j++) /* uniform in (-0.1, 0.1): fast for 10^9 weights */
+                v[j] = f32_to_bf16(((float)(rng_next(r) >> 40) * (1.0f / 16777216.0f) - 0.5f) * 0.2f);
+        } else if (!strcmp(nm, "qweight")) {
+            for (size_t j = 0; j < p->nbytes; j += 8) {
+                uint64_t x = rng_next(r);
+                memcpy(d + j, &x, p->nbytes - j < 8 ? p->nbytes - j : 8);
+            }
+            if (f == QF_CCQ275) /* byte 21 of a group: v63 << 4 | local4, local in 1..15 */
+                for (int64_t g = 0; g < w->rows * ng; g++) {
+                    uint8_t *b = d + g * 22 + 21;
+                    *b = (uint8_t)((*b & 0xF0) | (1 + rng_next(r) % 15));
+                }
+            if (f == QF_CCQ25) /* word 9: v63 << 13 | local13, local in 1..8191 */
+                for (int64_t g = 0; g < w->rows * ng; g++) {
+                    uint16_t wd;
+                    memcpy(&wd, d + g * 20 + 18, 2);
+                    wd = (uint16_t)((wd & 0xE000) | (1 + rng_next(r) % 8191));
+                    memcpy(d + g * 20 + 18, &wd, 2);
+                }
+        } else if (!strcmp(nm, "scale")) {
+            float *v = (float *)d;
+            for (int64_t j = 0; j < w->rows; j++) v[j] = unif(r, 0.5e-3f, 2e-3f);
+        } else if (!strcmp(nm, "super_scale")) {
+            uint16_t *v = (uint16_t *)d;
+            for (int64_t j = 0; j < w->rows; j++) v[j] = f32_to_bf16(unif(r, 0.5e-3f, 2e-3f));
+        } else if (!strcmp(nm, "local_scale")) {
+            int64_t rb = p->shape[1];
+            for (int64_t j = 0; j < w->rows; j++)
+                for (int64_t b = 0; b < rb; b++) {
+                    int hi = 1 + (int)(rng_next(r) % 15), lo = 1 + (int)(rng_next(r) % 15);
+                    if (2 * b + 1 >= ng) lo = 0;
+                    d[j * rb + b] = (uint8_t)(hi << 4 | lo);
+                }
+        } else if (!strcmp(nm, "code_scale")) {
+            /* filled with code_zp below */
+        } else if (!strcmp(nm, "code_zp")) {
+        } else {
+            return FAIL("unexpected part %s of %s", nm, qfmt_name(f));
+        }
+    }
+    if (f == QF_CCQ206) {
+        float *cs = NULL, *zp = NULL;
+        for (int i = 0; i < w->nparts; i++) {
+            if (!strcmp(w->parts[i].name, "code_scale")) cs = w->host[i];
+            if (!strcmp(w->parts[i].name, "code_zp")) zp = w->host[i];
+        }
+        if (!cs || !zp) return FAIL("ccq2.06 without code_scale/code_zp parts");
+        for (int64_t j = 0; j < w->rows; j++) random_code_line(r, j, &cs[j], &zp[j]);
+    }
+    if (ccq_wrap(&cf, w->rows, k, w->parts, w->nparts, &w->t, &e)) return FAIL("ccq_wrap of random %s: %s", qfmt_name(f), e.msg);
+    if (!upload) return 1;
+    memset(&w->m, 0, sizeof w->m);
+    w->m.fmt = f, w->m.n = n, w->m.k = k, w->m.n_experts = experts;
+    for (int i = 0; i < w->nparts; i++) {
+        w->dev[i] = cu_malloc(w->parts[i].nbytes, &e);
+        if (!w->dev[i] || cu_h2d(w->dev[i], w->host[i], w->parts[i].nbytes, &e)) return FAIL("upload: %s", e.msg);
+        const char *nm = w->parts[i].name;
+        if (!strcmp(nm, "weight") || !strcmp(nm, "qweight")) w->m.q = w->dev[i];
+        else if (!strcmp(nm, "scale")) w->m.scale = w->dev[i];
+        else if (!strcmp(nm, "super_scale")) w->m.super = w->dev[i];
+        else if (!strcmp(nm, "local_scale")) w->m.local = w->dev[i];
+        else if (!strcmp(nm, "code_scale")) w->m.code_scale = w->dev[i];
+        else if (!strcmp(nm, "code_zp")) w->m.code_zp = w->dev[i];
+    }
+    if (f == QF_CCQ275 || f == QF_CCQ25) {
+        size_t nb = qmat_repack_bytes(f, w->rows, k);
+        w->repacked = cu_malloc(nb, &e);
+        if (!w->repacked) return FAIL("%s", e.msg);
+        const void *src = w->m.q;
+        if (qmat_repack(f, src, w->rows, k, w->repacked, &w->m, NULL, &e) || cu_sync(&e))
+            return FAIL("qmat_repack %s: %s", qfmt_name(f), e.msg);
+    }
+    return 1;
+}
+
+static int tw_make(tweight *w, qfmt f, int experts, int64_t n, int64_t k, rng_t *r) {
+    return tw_make_on(w, f, experts, n, k, r, 1);
+}
+
+/* Reference: decoded rows of the weight (codec) times x in fp64; also sum |w x| for the bound. */
+static int ref_rows(const tweight *w, int64_t row0, int64_t nrows, const float *x, double *ref, double *absref) {
+    err_t e = {0};
+    float *d = malloc((size_t)w->k * sizeof *d);
+    for (int64_t r = 0; r < nrows; r++) {
+        if (ccq_decode_row(&w->t, row0 + r, d, &e)) {
+            free(d);
+            return FAIL("ccq_decode_row: %s", e.msg);
+        }
+        double s = 0, a = 0;
+        for (int64_t k = 0; k < w->k; k++) {
+            double p = (double)d[k] * x[k];
+            s += p;
+            a += fabs(p);
+        }
+        ref[r] = s, absref[r] = a;
+    }
+    free(d);
+    return 1;
+}
+
+static void random_x(rng_t *r, uint16_t *xb, float *xf, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = (float)rng_normal(r);
+        if (i % 97 == 3) v *= 30.0f; /* a few large activations */
+        xb[i] = f32_to_bf16(v);
+        xf[i] = bf16_to_f32(xb[i]);
+    }
+}
+
+/* Compares n outputs (fp32 or bf16 on the host) with the reference: every element within bound[i]
+ * (plus half a bf16 ulp for bf16 outputs), the norm-wise relative error under 1e-5 (1e-2 for bf16),
+ * nothing left unwritten (NaN from the poison). */
+static int compare(const char *what, const void *yh, int bf16, const double *ref, const double *bound, int64_t n,
+                   uint64_t seed) {
+    double num = 0, den = 0, worst = 0;
+    int64_t bad = 0, nan = 0, wi = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double y = bf16 ? bf16_to_f32(((const uint16_t *)yh)[i]) : ((const float *)yh)[i];
+        if (!isfinite(y)) {
+            nan++;
+            continue;
+        }
+        double d = fabs(y - ref[i]);
+        num += d * d, den += ref[i] * ref[i];
+        double lim = bound[i] + (bf16 ? fabs(ref[i]) * (1.0 / 256) : 0) + 1e-30;
+        if (d > lim) bad++;
+        if (d / lim > worst) worst = d / lim, wi = i;
+    }
+    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    /* the norm-wise bound needs enough elements: with a handful, |ref| can be near 0 by chance */
+    int ok = nan == 0 && bad == 0 && (n < 64 || rel <= (bf16 ? 1e-2 : 1e-5));
+    if (!ok || getenv("ERNIE_TEST_VERBOSE"))
+        fprintf(stderr, "    %s: n %lld, norm rel err %.3g, worst err/bound %.3g at %lld, %lld over bound, %lld not finite%s (seed %llu)\n",
+                what, (long long)n, rel, worst, (long long)wi, (long long)bad, (long long)nan, ok ? "" : " FAIL",
+                (unsigned long long)seed);
+    if (!ok) FAIL("%s: outputs differ from the fp64 reference", what);
+    return ok;
+}
+
+static void *poisoned(size_t bytes, err_t *e) {
+    void *p = cu_malloc(bytes, e);
+    if (p && cu_memset(p, 0xFF, bytes, e)) {
+        cu_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* One plain product of a random [n][k] weight, fp32 or bf16 out, with or without the workspace. */
+static int check_plain(qfmt f, int64_t n, int64_t k, int out_bf16, int use_ws, rng_t *r, uint64_t seed) {
+    err_t e = {0};
+    tweight w;
+    char what[160];
+    snprintf(what, sizeof what, "%s %lldx%lld %s%s", qfmt_name(f), (long long)n, (long long)k, out_bf16 ? "bf16" : "f32",
+             use_ws ? "" : " no-ws");
+    if (!tw_make(&w, f, 1, n, k, r)) return FAIL("%s: making the weight failed", what);
+    uint16_t *xb = malloc((size_t)k * 2);
+    float *xf = malloc((size_t)k * 4);
+    double *ref = malloc((size_t)n * 8), *bound = malloc((size_t)n * 8);
+    random_x(r, xb, xf, k);
+    int ok = ref_rows(&w, 0, n, xf, ref, bound);
+    for (int64_t i = 0; i < n; i++) bound[i] *= 2e-5;
+    qgemv_ws ws = {0};
+    size_t ybytes = (size_t)n * (out_bf16 ? 2 : 4);
+    void *xd = cu_malloc((size_t)k * 2, &e), *yd = poisoned(ybytes, &e);
+    void *yh = malloc(ybytes), *yh2 = malloc(ybytes);
+    if (ok && (!xd || !yd || cu_h2d(xd, xb, (size_t)k * 2, &e))) ok = FAIL("%s: %s", what, e.msg);
+    if (ok && use_ws && qgemv_ws_alloc(&ws, 65536, 64, &e)) ok = FAIL("%s: %s", what, e.msg);
+    if (ok && (qgemv(&w.m, xd, yd, out_bf16 ? QOUT_BF16 : QOUT_F32, use_ws ? &ws : NULL, NULL, &e) || cu_sync(&e) ||
+               cu_d2h(yh, yd, ybytes, &e)))
+        ok = FAIL("%s: qgemv: %s", what, e.msg);
+    if (ok) ok = compare(what, yh, out_bf16, ref, bound, n, seed);
+    /* a second call gives the same bits (no order-dependent sums), and the counters were left at 0 */
+    if (ok && (cu_memset(yd, 0xFF, ybytes, &e) ||
+               qgemv(&w.m, xd, yd, out_bf16 ? QOUT_BF16 : QOUT_F32, use_ws ? &ws : NULL, NULL, &e) || cu_sync(&e) ||
+               cu_d2h(yh2, yd, ybytes, &e)))
+        ok = FAIL("%s: second qgemv: %s", what, e.msg);
+    if (ok && memcmp(yh, yh2, ybytes)) ok = FAIL("%s: two calls gave different results", what);
+    qgemv_ws_free(&ws);
+    cu_free(xd), cu_free(yd);
+    free(yh), free(yh2), free(xb), free(xf), free(ref), free(bound);
+    tw_free(&w);
+    return ok;
+}
+
+static int check_moe(qfmt f, int experts, int topk, int64_t inter, int64_t hidden, int out_bf16, rng_t *r,
+                     uint64_t seed);
+
+static const int64_t SMALL[][2] = {{1, 64}, {3, 128}, {17, 192}, {33, 320}, {100, 640}, {257, 1024}, {1000, 2048}, {4099, 448}};
+#define NSMALL 8
+
+TEST(gemv_small_shapes_all_formats) {
+    uint64_t seed = fresh_seed();
+    rng_t r;
+    rng_seed(&r, seed);
+    for (int f = 0; f < NALL; f++)
+        for (int s = 0; s < NSMALL; s++)
+            if (!check_plain(ALL[f], SMALL[s][0], SMALL[s][1], s % 3 == 2, s != 1, &r, seed)) return;
+}
+
+/* The real ERNIE-4.5-300B shapes: gate+up of the dense MLP / an expert pair, down, qkv, dense down. */
+static const int64_t REAL[][2] = {{7168, 8192}, {8192, 3584}, {10240, 8192}, {8192, 28672}};
+
+static void real_shapes(qfmt f) {
+    uint64_t seed = fresh_seed();
+    rng_t r;
+    rng_seed(&r, seed);
+    for (int s = 0; s < 4; s++)
+        if (!check_plain(f, REAL[s][0], REAL[s][1], 0, 1, &r, seed)) return;
+    check_plain(f, 8192, 3584, 1, 1, &r, seed);
+}
+
+TEST(gemv_real_shapes_bf16) { real_shapes(QF_BF16); }
+TEST(gemv_real_shapes_wint8) { real_shapes(QF_WINT8); }
+TEST(gemv_real_shapes_wint4) { real_shapes(QF_WINT4); }
+TEST(gemv_real_shapes_ccq275) { real_shapes(QF_CCQ275); }
+TEST(gemv_real_shapes_ccq25) { real_shapes(QF_CCQ25); }
+TEST(gemv_real_shapes_ccq206) { real_shapes(QF_CCQ206); }
+
+/* ccq2.06 products decode arithmetically by default; the lookup-table kernel (plain and gate/up
+ * products, switched on with qgemv_ccq206_use_table) is checked here on the same shapes. */
+TEST(gemv_ccq206_table_kernel) {
+    uint64_t seed = fresh_seed();
+    rng_t r;
+    rng_seed(&r, seed);
+    qgemv_ccq206_use_table(1);
+    if (!check_moe(QF_CCQ206, 6, 4, 192, 320, 0, &r, seed)) return;
+    for (int s = 0; s < NSMALL; s++)
+        if (!check_plain(QF_CCQ206, SMALL[s][0], SMALL[s][1], s % 3 == 2, s != 1, &r, seed)) return;
+    for (int s = 0; s < 4; s++)
+        if (!check_plain(QF_CCQ206, REAL[s][0], REAL[s][1], 0, 1, &r, seed)) return;
+}
+
+/* ---- experts ---- */
+
+static double silu(double g) { return g / (1.0 + exp(-g)); }
+
+/* One MoE layer: gate/up of topk experts (SwiGLU) and the weighted down projection, each against the
+ * fp64 reference; the down projection takes the reference's h rounded to bf16 as its input. */
+static int check_moe(qfmt f, int experts, int topk, int64_t inter, int64_t hidden, int out_bf16, rng_t *r, uint64_t seed) {
+    err_t e = {0};
+    char what[160];
+    snprintf(what, sizeof what, "%s moe E%d top%d I%lld H%lld %s", qfmt_name(f), experts, topk, (long long)inter,
+             (long long)hidden, out_bf16 ? "bf16" : "f32");
+    tweight gu, dn;
+    if (!tw_make(&gu, f, experts, 2 * inter, hidden, r)) return FAIL("%s: gate/up weight", what);
+    if (!tw_make(&dn, f, experts, hidden, inter, r)) {
+        tw_free(&gu);
+        return FAIL("%s: down weight", what);
+    }
+    int ok = 1;
+    int32_t ids[64];
+    float rw[64];
+    for (int s = 0; s < topk; s++) {
+        int again;
+        do { /* distinct experts, in random order */
+            ids[s] = (int32_t)(rng_next(r) % (uint64_t)experts);
+            again = 0;
+            for (int j = 0; j < s; j++) again |= ids[j] == ids[s];
+        } while (again);
+        rw[s] = unif(r, 0.05f, 1.0f);
+    }
+    uint16_t *xb = malloc((size_t)hidden * 2);
+    float *xf = malloc((size_t)hidden * 4);
+    random_x(r, xb, xf, hidden);
+    /* gate/up reference */
+    int64_t nh = (int64_t)topk * inter;
+    double *g = malloc((size_t)inter * 8), *ga = malloc((size_t)inter * 8), *u = malloc((size_t)inter * 8),
+           *ua = malloc((size_t)inter * 8);
+    double *href = malloc((size_t)nh * 8), *hbound = malloc((size_t)nh * 8);
+    uint16_t *hb = malloc((size_t)nh * 2);
+    float *hf = malloc((size_t)nh * 4);
+    for (int s = 0; s < topk && ok; s++) {
+        int64_t base = (int64_t)ids[s] * 2 * inter;
+        ok = ref_rows(&gu, base, inter, xf, g, ga) && ref_rows(&gu, base + inter, inter, xf, u, ua);
+        for (int64_t c = 0; c < inter && ok; c++) {
+            double sg = silu(g[c]), dsg = 1.0 / (1.0 + exp(-g[c])) * (1.0 + g[c] * (1.0 - 1.0 / (1.0 + exp(-g[c]))));
+            href[s * inter + c] = sg * u[c];
+            hbound[s * inter + c] = fabs(dsg * u[c]) * 2e-5 * ga[c] + fabs(sg) * 2e-5 * ua[c] + 1e-7 * fabs(sg * u[c]);
+            hb[s * inter + c] = f32_to_bf16((float)(sg * u[c]));
+            hf[s * inter + c] = bf16_to_f32(hb[s * inter + c]);
+        }
+    }
+    /* down reference from the bf16 h */
+    double *yref = calloc((size_t)hidden, 8), *ybound = calloc((size_t)hidden, 8), *tmp = malloc((size_t)hidden * 8),
+           *tmpa = malloc((size_t)hidden * 8);
+    for (int s = 0; s < topk && ok; s++) {
+        ok = ref_rows(&dn, (int64_t)ids[s] * hidden, hidden, hf + s * inter, tmp, tmpa);
+        for (int64_t i = 0; i < hidden; i++) yref[i] += rw[s] * tmp[i], ybound[i] += 2e-5 * rw[s] * tmpa[i];
+    }
+    qgemv_ws ws = {0};
+    void *xd = cu_malloc((size_t)hidden * 2, &e), *idd = cu_malloc(256, &e), *rwd = cu_malloc(256, &e);
+    size_t hbytes = (size_t)nh * (out_bf16 ? 2 : 4), ybytes = (size_t)hidden * (out_bf16 ? 2 : 4);
+    void *hd = poisoned(hbytes, &e), *hin = cu_malloc((size_t)nh * 2, &e), *yd = poisoned(ybytes, &e);
+    void *hh = malloc(hbytes), *yh = malloc(ybytes);
+    if (ok && (!xd || !idd || !rwd || !hd || !hin || !yd || qgemv_ws_alloc(&ws, 65536, 64, &e) ||
+               cu_h2d(xd, xb, (size_t)hidden * 2, &e) || cu_h2d(idd, ids, sizeof(int32_t) * topk, &e) ||
+               cu_h2d(rwd, rw, sizeof(float) * topk, &e) || cu_h2d(hin, hb, (size_t)nh * 2, &e)))
+        ok = FAIL("%s: %s", what, e.msg);
+    qout ot = out_bf16 ? QOUT_BF16 : QOUT_F32;
+    if (ok && (qmoe_gate_up(&gu.m, idd, topk, xd, hd, ot, &ws, NULL, &e) || cu_sync(&e) || cu_d2h(hh, hd, hbytes, &e)))
+        ok = FAIL("%s: qmoe_gate_up: %s", what, e.msg);
+    char w2[200];
+    snprintf(w2, sizeof w2, "%s gate_up", what);
+    if (ok) ok = compare(w2, hh, out_bf16, href, hbound, nh, seed);
+    if (ok && (qmoe_down(&dn.m, idd, rwd, topk, hin, yd, ot, topk > 1 ? &ws : NULL, NULL, &e) || cu_sync(&e) ||
+               cu_d2h(yh, yd, ybytes, &e)))
+        ok = FAIL("%s: qmoe_down: %s", what, e.msg);
+    snprintf(w2, sizeof w2, "%s down", what);
+    if (ok) ok = compare(w2, yh, out_bf16, yref, ybound, hidden, seed);
+    qgemv_ws_free(&ws);
+    cu_free(xd), cu_free(idd), cu_free(rwd), cu_free(hd), cu_free(hin), cu_free(yd);
+    free(hh), free(yh), free(xb), free(xf), free(g), free(ga), free(u), free(ua), free(href), free(hbound), free(hb),
+        free(hf), free(yref), free(ybound), free(tmp), free(tmpa);
+    tw_free(&gu);
+    tw_free(&dn);
+    return ok;
+}
+
+TEST(moe_small_all_formats) {
+    uint64_t seed = fresh_seed();
+    rng_t r;
+    rng_seed(&r, seed);
+    for (int f = 0; f < NALL; f++) {
+        if (!check_moe(ALL[f], 6, 4, 192, 320, 0, &r, seed)) return;
+        if (!check_moe(ALL[f], 3, 1, 64, 128, 1, &r, seed)) return; /* one expert: no workspace */
+        if (!check_moe(ALL[f], 9, 8, 256, 64, f & 1, &r, seed)) return;
+    }
+}
+
+static void moe_real(qfmt f) {
+    uint64_t seed = fresh_seed();
+    rng_t r;
+    rng_seed(&r, seed);
+    check_moe(f, 8, 8, 3584, 8192, 0, &r, seed);
+}
+
+TEST(moe_real_shape_ccq206) { moe_real(QF_CCQ206); }
+TEST(moe_real_shape_ccq25) { moe_real(QF_CCQ25); }
+TEST(moe_real_shape_ccq275) { moe_real(QF_CCQ275); }
+TEST(moe_real_shape_wint4) { moe_real(QF_WINT4); }
+TEST(moe_real_shape_wint8) { moe_real(QF_WINT8); }
+TEST(moe_real_shape_bf16) { moe_real(QF_BF16); }
+
+/* ---- argument checks (no GPU work) ---- */
+
+TEST(gemv_rejects_bad_shapes) {
+    err_t e = {0};
+    qmat_dev m = {0};
+    m.fmt = QF_WINT4, m.n = 8, m.k = 100, m.n_experts = 1, m.q = (void *)16, m.scale = (float *)16;
+    CHECK(qgemv(&m, (uint16_t *)16, (void *)16, QOUT_F32, NULL, NULL, &e) == -1);
+    CHECK_CONTAINS(e.msg, "multiple of 64");
+    m.k = 128, m.scale = NULL;
+    CHECK(qgemv(&m, (uint16_t *)16, (void *)16, QOUT_F32, NULL, NULL, &e) == -1);
+    CHECK_CONTAINS(e.msg, "missing a part");
+    m.scale = (float *)16, m.n_experts = 4;
+    CHECK(qgemv(&m, (uint16_t *)16, (void *)16, QOUT_F32, NULL, NULL, &e) == -1);
+    CHECK(qmoe_down(&m, (int32_t *)16, (float *)16, 4, (uint16_t *)16, (void *)16, QOUT_F32, NULL, NULL, &e) == -1);
+    CHECK_CONTAINS(e.msg, "workspace");
+}
+
+/* ---- the codec's decode against spec/ccq.md, written out here ---- */
+
+static float spec_decode(qfmt f, const tweight *w, int64_t r, int64_t k) {
+    const uint8_t *q = w->host[0];
+    int64_t K = w->k, gi = k / 64, j = k % 64;
+    switch (f) {
+    case QF_CCQ275: {
+        const uint8_t *g = q + r * (K / 64 * 22) + gi * 22;
+        float super = bf16_to_f32(((const uint16_t *)w->host[1])[r]);
+        int loc = g[21] & 15;
+        int v = j == 63 ? g[21] >> 4 : (g[j / 3] >> (4 - 2 * (j % 3))) & 15;
+        return (float)(v - 8) * (float)loc * super;
+    }
+    case QF_CCQ25: {
+        const uint16_t *g = (const uint16_t *)q + r * (K / 64 * 10) + gi * 10;
+        float super = bf16_to_f32(((const uint16_t *)w->host[1])[r]);
+        static const int sh[7] = {13, 11, 9, 6, 4, 2, 0};
+        int loc = g[9] & 0x1FFF;
+        int v = j == 63 ? g[9] >> 13 : (g[j / 7] >> sh[j % 7]) & 7;
+        return (float)(v - 4) * (float)loc * super;
+    }
+    case QF_CCQ206: {
+        const uint8_t *loc = w->host[1];
+        float cs = ((const float *)w->host[2])[r], zp = ((const float *)w->host[3])[r];
+        float super = bf16_to_f32(((const uint16_t *)w->host[4])[r]);
+        int qb = q[r * (K / 4) + k / 4];
+        int code = (int)floorf(fmaf((float)qb, cs, zp + 0.5f));
+        int v = (code >> (9 - 3 * (int)(k % 4))) & 63;
+        int lb = loc[r * ((K + 127) / 128) + gi / 2];
+        int l = gi % 2 ? lb & 15 : lb >> 4;
+        return (float)(v - 32) * (float)l * super;
+    }
+    case QF_WINT4: {
+        int b = q[r * (K / 2) + k / 2];
+        return (float)((k % 2 ? b >> 4 : b & 15) - 8) * ((const float *)w->host[1])[r];
+    }
+    case QF_WINT8: return (float)((const int8_t *)q)[r * K + k] * ((const float *)w->host[1])[r];
+    default: return bf16_to_f32(((const uint16_t *)q)[r * K + k]);
+    }
+}
+
+TEST(codec_decode_matches_spec) {
+    uint64_t seed = fresh_seed();
+    rng_t r;
+    rng_seed(&r, seed);
+    for (int f = 0; f < NALL; f++) {
+        tweight w;
+        if (!tw_make_on(&w, ALL[f], 1, 7, 320, &r, 0)) return;
+        float row[320];
+        err_t e = {0};
+        for (int64_t i = 0; i < 7; i++) {
+            if (!CHECK(ccq_decode_row(&w.t, i, row, &e) == 0)) break;
+            for (int64_t k = 0; k < 320; k++) {
+                float s = spec_decode(ALL[f], &w, i, k);
+                if (s != row[k]) {
+                    FAIL("%s row %lld col %lld: codec %g, spec %g (seed %llu)", qfmt_name(ALL[f]), (long long)i,
+                         (long long)k, row[k], s, (unsigned long long)seed);
+                    i = 7;
+                    break;
+                }
+            }
+        }
+        tw_free(&w);
+    }
+}
