@@ -84,27 +84,13 @@ static int open_modelfile(loaded_model *m, const char *path, const void *mem, si
 }
 
 static int load_tokenizer(loaded_model *m, const char *dir, err_t *err) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer.model", dir);
+    char *bytes = NULL;
     size_t len = 0;
-    char *bytes = cfg_read_file(path, (size_t)64 << 20, &len, NULL, err);
-    if (!bytes) return -1;
-    spm *sp = NULL;
     hf_special_table tab = {0};
-    int rc = -1;
-    if (spm_load(&sp, bytes, len, err)) {
-        err_wrap(err, "%s: ", path);
-        goto out;
-    }
-    if (hf_special_read_dir(dir, sp, &tab, err)) goto out;
-    if (tok_create(&m->tok, bytes, len, tab.v, tab.n, err)) {
-        err_wrap(err, "%s: ", path);
-        goto out;
-    }
-    rc = 0;
-out:
+    if (hf_read_tokenizer(dir, &bytes, &len, &tab, err)) return -1;
+    int rc = tok_create(&m->tok, bytes, len, tab.v, tab.n, err);
+    if (rc) err_wrap(err, "%s/tokenizer.model: ", dir);
     hf_special_table_free(&tab);
-    spm_free(sp);
     free(bytes);
     return rc;
 }

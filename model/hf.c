@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "base/bf16.h"
+#include "tokenizer/spm.h"
 
 typedef struct {
     const char *name; /* owned by the shard's st_file */
@@ -372,5 +373,22 @@ int hf_check(const hf_ckpt *h, int *n_unexpected, const char **first_unexpected,
         }
     }
     free(nd);
+    return rc;
+}
+
+int hf_read_tokenizer(const char *dir, char **model, size_t *len, hf_special_table *tab, err_t *e) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.model", dir);
+    *model = cfg_read_file(path, (size_t)256 << 20, len, NULL, e);
+    if (!*model) return -1;
+    spm *sp = NULL;
+    int rc = 0;
+    if (spm_load(&sp, *model, *len, e)) rc = err_wrap(e, "%s: ", path);
+    else if (hf_special_read_dir(dir, sp, tab, e)) rc = -1;
+    spm_free(sp);
+    if (rc) {
+        free(*model);
+        *model = NULL;
+    }
     return rc;
 }

@@ -16,6 +16,7 @@
 #include "base/err.h"
 #include "model/config.h"
 #include "model/safetensors.h"
+#include "tokenizer/hf_special.h"
 
 typedef struct hf_ckpt hf_ckpt;
 
@@ -67,5 +68,9 @@ int hf_expected(const cfg_model *c, hf_need **out);
  * tied model) are counted in *n_unexpected, the first one's name in *first_unexpected (both may be
  * NULL): the caller decides whether that is an error. */
 int hf_check(const hf_ckpt *h, int *n_unexpected, const char **first_unexpected, err_t *e);
+
+/* The folder's tokenizer: the bytes of tokenizer.model (malloc'd, *model) and the special-token table
+ * from the JSON files beside it, resolved against the model's pieces. Errors name the file. */
+int hf_read_tokenizer(const char *dir, char **model, size_t *len, hf_special_table *tab, err_t *e);
 
 #endif

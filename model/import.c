@@ -127,25 +127,13 @@ static void release(const st_tensor *t) {
 }
 
 static int add_tokenizer(mf_writer *w, const char *dir, err_t *err) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer.model", dir);
+    char *bytes = NULL, *json = NULL;
     size_t len = 0;
-    char *bytes = cfg_read_file(path, (size_t)256 << 20, &len, NULL, err);
-    if (!bytes) return -1;
-    spm *sp = NULL;
     hf_special_table tab = {0};
-    char *json = NULL;
-    int rc = -1;
-    if (spm_load(&sp, bytes, len, err)) {
-        err_wrap(err, "%s: ", path);
-        goto out;
-    }
-    if (hf_special_read_dir(dir, sp, &tab, err) || hf_special_to_json(tab.v, tab.n, &json, err)) goto out;
-    rc = mf_writer_tokenizer(w, bytes, len, json, err);
-out:
+    if (hf_read_tokenizer(dir, &bytes, &len, &tab, err)) return -1;
+    int rc = hf_special_to_json(tab.v, tab.n, &json, err) ? -1 : mf_writer_tokenizer(w, bytes, len, json, err);
     free(json);
     hf_special_table_free(&tab);
-    spm_free(sp);
     free(bytes);
     return rc;
 }
