@@ -392,3 +392,11 @@ int hf_read_tokenizer(const char *dir, char **model, size_t *len, hf_special_tab
     }
     return rc;
 }
+
+void hf_source_name(const char *weight, int stacked, int e, char *out, size_t n) {
+    const char *ex = strstr(weight, ".mlp.experts.");
+    if (stacked && ex)
+        snprintf(out, n, "%.*s.mlp.experts.%d.%s.weight", (int)(ex - weight), weight, e, ex + strlen(".mlp.experts."));
+    else if (strstr(weight, "e_score_correction_bias")) snprintf(out, n, "%s", weight);
+    else snprintf(out, n, "%s.weight", weight);
+}

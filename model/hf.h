@@ -73,4 +73,9 @@ int hf_check(const hf_ckpt *h, int *n_unexpected, const char **first_unexpected,
  * from the JSON files beside it, resolved against the model's pieces. Errors name the file. */
 int hf_read_tokenizer(const char *dir, char **model, size_t *len, hf_special_table *tab, err_t *e);
 
+/* The hub tensor that holds our weight `weight` (docs/format.md §3): "<weight>.weight", the correction
+ * bias by its own name, and for a stacked kind (stacked = 1) expert e's
+ * "...mlp.experts.<e>.<kind>.weight". */
+void hf_source_name(const char *weight, int stacked, int e, char *out, size_t n);
+
 #endif

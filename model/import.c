@@ -44,13 +44,7 @@ static void fmt_of(const cfg_model *c, const recipe *r, const mf_expect *x, char
 }
 
 /* The hub tensor holding weight x (expert e for stacked kinds). */
-static void hub_name(const mf_expect *x, int e, char *out, size_t n) {
-    const char *ex = strstr(x->name, ".mlp.experts.");
-    if (x->ndim == 3 && ex)
-        snprintf(out, n, "%.*s.mlp.experts.%d.%s.weight", (int)(ex - x->name), x->name, e, ex + strlen(".mlp.experts."));
-    else if (strstr(x->name, "e_score_correction_bias")) snprintf(out, n, "%s", x->name);
-    else snprintf(out, n, "%s.weight", x->name);
-}
+static void hub_name(const mf_expect *x, int e, char *out, size_t n) { hf_source_name(x->name, x->ndim == 3, e, out, n); }
 
 static void rows_cols(const mf_expect *x, int64_t *rows, int64_t *cols) {
     if (x->ndim == 1) *rows = 1, *cols = x->shape[0];
