@@ -242,9 +242,6 @@ int cmd_chat(int argc, char **argv, cli_global *g) {
     const char *path = np ? pos[0] : "demo";
     err_t err = {0};
     loaded_model *m = NULL;
-    be *b = NULL;
-    eng *e = NULL;
-    sampler *smp = NULL;
     chat_state s = {0};
     lineedit *le = NULL;
     int rc = EXIT_FAIL;
@@ -257,13 +254,9 @@ int cmd_chat(int argc, char **argv, cli_global *g) {
     if (s.ctx > maxpos) s.ctx = maxpos;
     s.max_new = (int)a.ntok;
     s.t = model_tok(m);
-    if (!(b = be_cpu_create(g->threads, &err)) || model_engine(m, b, s.ctx, 64, &e, &err)) {
-        cli_fail("chat: %s", err.msg);
-        goto out;
-    }
     s.sp = sampling_resolve(&a.sf, model_gen_defaults(m));
-    if (!(smp = sampler_create(&s.sp, model_config(m)->vocab)) || gen_session_init(&s.gs, e, smp, s.t, &err)) {
-        cli_fail("chat: out of memory");
+    if (gen_session_open(&s.gs, m, g->threads, s.ctx, &s.sp, &err)) {
+        cli_fail("chat: %s", err.msg);
         goto out;
     }
     conv_init(&s.cv);
@@ -311,9 +304,6 @@ out:
     le_close(le);
     conv_free(&s.cv);
     gen_session_free(&s.gs);
-    sampler_free(smp);
-    eng_free(e);
-    if (b) b->ops->destroy(b);
     model_unload(m);
     return rc;
 }

@@ -148,9 +148,6 @@ int cmd_run(int argc, char **argv, cli_global *g) {
 
     err_t err = {0};
     loaded_model *m = NULL;
-    be *b = NULL;
-    eng *e = NULL;
-    sampler *s = NULL;
     gen_session gs = {0};
     float *dump = NULL;
     int rc = EXIT_FAIL;
@@ -192,15 +189,9 @@ int cmd_run(int argc, char **argv, cli_global *g) {
         tok_ids_free(&ids);
         goto out;
     }
-    if (!(b = be_cpu_create(g->threads, &err)) || model_engine(m, b, (int)ctx, 64, &e, &err)) {
-        cli_fail("run: %s", err.msg);
-        tok_ids_free(&ids);
-        goto out;
-    }
     sampler_params sp = sampling_resolve(&a.sf, model_gen_defaults(m));
-    s = sampler_create(&sp, model_config(m)->vocab);
-    if (!s || gen_session_init(&gs, e, s, t, &err)) {
-        cli_fail("run: out of memory");
+    if (gen_session_open(&gs, m, g->threads, (int)ctx, &sp, &err)) {
+        cli_fail("run: %s", err.msg);
         tok_ids_free(&ids);
         goto out;
     }
@@ -246,9 +237,6 @@ out:
     free(dump);
     free(text);
     gen_session_free(&gs);
-    sampler_free(s);
-    eng_free(e);
-    if (b) b->ops->destroy(b);
     model_unload(m);
     return rc;
 }

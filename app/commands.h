@@ -24,7 +24,4 @@ int cmd_perplexity(int argc, char **argv, cli_global *g);
 /* `ernie --version` text on stdout. */
 void print_version(void);
 
-/* For commands whose engine part has not landed yet: says so and returns EXIT_FAIL. */
-int cmd_not_built(const cli_command *cmd, const char *what);
-
 #endif

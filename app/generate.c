@@ -7,21 +7,28 @@
 
 #include "base/clock.h"
 
-int gen_session_init(gen_session *g, eng *e, sampler *s, const tok *t, err_t *err) {
+int gen_session_open(gen_session *g, loaded_model *m, int threads, int ctx, const sampler_params *sp, err_t *err) {
     memset(g, 0, sizeof *g);
-    g->e = e;
-    g->s = s;
-    g->t = t;
-    int V = eng_cfg(e)->vocab;
-    g->allow = malloc((size_t)V);
-    if (!g->allow) return err_set(err, ERR_NOMEM, "out of memory");
-    tok_logit_mask(t, g->allow, (size_t)V);
+    g->t = model_tok(m);
+    int V = model_config(m)->vocab;
+    if (!(g->b = be_cpu_create(threads, err)) || model_engine(m, g->b, ctx, 64, &g->e, err)) goto fail;
+    if (!(g->s = sampler_create(sp, V)) || !(g->allow = malloc((size_t)V))) {
+        err_set(err, ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    tok_logit_mask(g->t, g->allow, (size_t)V);
     return 0;
+fail:
+    gen_session_free(g);
+    return -1;
 }
 
 void gen_session_free(gen_session *g) {
     free(g->allow);
     tok_ids_free(&g->ids);
+    sampler_free(g->s);
+    eng_free(g->e);
+    if (g->b) g->b->ops->destroy(g->b);
     memset(g, 0, sizeof *g);
 }
 

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "app/model_load.h"
+#include "kernels/backend.h"
 #include "model/engine.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -29,8 +31,10 @@ typedef struct {
     gen_stop stop;
 } gen_stats;
 
-/* The session: what is in the engine's cache, as ids. */
+/* The session: a CPU backend, an engine over the model, a sampler, and what is in the engine's cache
+ * as ids. It owns all of them. */
 typedef struct {
+    be *b;
     eng *e;
     sampler *s;
     const tok *t;
@@ -38,8 +42,10 @@ typedef struct {
     tok_ids ids;               /* every id in the cache, in order */
 } gen_session;
 
-/* Prepares a session over an engine (cache empty). */
-int gen_session_init(gen_session *g, eng *e, sampler *s, const tok *t, err_t *err);
+/* Opens a session over a loaded model: threads CPU threads (0 = all cores), ctx positions, sampling
+ * params sp. The cache starts empty. On failure everything opened so far is freed. */
+int gen_session_open(gen_session *g, loaded_model *m, int threads, int ctx, const sampler_params *sp, err_t *err);
+/* Frees what the session opened; safe on a zeroed session. */
 void gen_session_free(gen_session *g);
 
 /* Makes the cache hold exactly `prompt` (keeping the longest common prefix of what it holds), then

@@ -21,7 +21,3 @@ void print_version(void) {
         printf("GPU %d: %s (sm_%d%d, %d SMs, %.1f GiB, %.1f GiB free)\n", i, gi[i].name, gi[i].cc_major,
                gi[i].cc_minor, gi[i].sm_count, (double)gi[i].mem_total / (1 << 30), (double)gi[i].mem_free / (1 << 30));
 }
-
-int cmd_not_built(const cli_command *cmd, const char *what) {
-    return cli_fail("%s: not built yet: %s", cmd->name, what);
-}

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ccq/ccq.h"
 #include "model/hf.h"
 
 static void add(cmp_row *rows, int *n, int max, const char *name, double err2, double ref2) {
@@ -19,29 +18,6 @@ static void add(cmp_row *rows, int *n, int max, const char *name, double err2, d
     }
     rows[i].err2 += err2;
     rows[i].ref2 += ref2;
-}
-
-/* The stored weight decoded to floats [rows * cols]. */
-static int decode(const mf_weight *w, float *out, err_t *e) {
-    size_t n = (size_t)(w->rows * w->cols);
-    if (!strcmp(w->format, "f32")) {
-        memcpy(out, w->part[0].t->data, n * 4);
-        return 0;
-    }
-    ccq_format f;
-    ccq_part parts[CCQ_MAX_PARTS];
-    int np = 0;
-    if (ccq_format_parse(w->format, &f, e) || ccq_layout(&f, w->rows, w->cols, parts, &np, e)) return -1;
-    for (int i = 0; i < np; i++) {
-        const mf_part *p = mf_weight_part(w, parts[i].name);
-        if (!p) return err_set(e, ERR_FORMAT, "weight %s has no part %s", w->name, parts[i].name);
-        parts[i].data = p->t->data;
-    }
-    ccq_tensor t;
-    if (ccq_wrap(&f, w->rows, w->cols, parts, np, &t, e)) return -1;
-    int rc = ccq_decode(&t, out, NULL, e);
-    ccq_free(&t);
-    return rc;
 }
 
 int cmp_against(const mf_file *f, const char *hf_dir, void (*progress)(void *, double, double), void *ctx,
@@ -66,7 +42,7 @@ int cmp_against(const mf_file *f, const char *hf_dir, void (*progress)(void *, d
             err_set(e, ERR_NOMEM, "out of memory comparing %s", w->name);
             goto out;
         }
-        if (decode(w, a, e)) {
+        if (mf_weight_decode(w, a, e)) {
             err_wrap(e, "%s: ", mf_path(f));
             goto out;
         }

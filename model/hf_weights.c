@@ -83,11 +83,10 @@ const be_weight_src *hfw_lookup(void *ctx, const char *name, err_t *err) {
     w->src.nparts = 1;
     const char *ex = strstr(name, ".mlp.experts.");
     if (ex) {
-        const char *kind = ex + strlen(".mlp.experts.");
-        int prefix = (int)(ex - name), E = c->moe_num_experts;
+        int E = c->moe_num_experts;
         const st_tensor *t0 = NULL;
         for (int e = 0; e < E; e++) {
-            snprintf(hub, sizeof hub, "%.*s.mlp.experts.%d.%s.weight", prefix, name, e, kind);
+            hf_source_name(name, 1, e, hub, sizeof hub);
             const st_tensor *t = hf_find(w->h, hub, NULL);
             if (!t) return err_set(err, ERR_FORMAT, "%s: tensor %s is missing", hf_dir(w->h), hub), NULL;
             if (t->ndim != 2 || (t0 && (t->shape[0] != t0->shape[0] || t->shape[1] != t0->shape[1] || t->dtype != t0->dtype)))
@@ -99,7 +98,7 @@ const be_weight_src *hfw_lookup(void *ctx, const char *name, err_t *err) {
         uint8_t *buf = malloc(each * (size_t)E);
         if (!buf) return err_set(err, ERR_NOMEM, "out of memory stacking %s", name), NULL;
         for (int e = 0; e < E; e++) {
-            snprintf(hub, sizeof hub, "%.*s.mlp.experts.%d.%s.weight", prefix, name, e, kind);
+            hf_source_name(name, 1, e, hub, sizeof hub);
             const st_tensor *t = hf_find(w->h, hub, NULL);
             if (!wide) memcpy(buf + each * (size_t)e, t->data, each);
             else if (hf_to_float(t, 0, t->numel, (float *)(buf + each * (size_t)e), err)) {
@@ -119,9 +118,7 @@ const be_weight_src *hfw_lookup(void *ctx, const char *name, err_t *err) {
         w->src.part[0].nbytes = each * (size_t)E;
         return &w->src;
     }
-    if (strstr(name, "e_score_correction_bias")) snprintf(hub, sizeof hub, "%s", name); /* stored without .weight */
-    else if (!strcmp(name, "lm_head") && c->tie_word_embeddings) snprintf(hub, sizeof hub, "model.embed_tokens.weight");
-    else snprintf(hub, sizeof hub, "%s.weight", name);
+    hf_source_name(name, 0, 0, hub, sizeof hub);
     const st_tensor *t = hf_find(w->h, hub, NULL);
     if (!t) return err_set(err, ERR_FORMAT, "%s: tensor %s is missing", hf_dir(w->h), hub), NULL;
     if (tensor_src(w, t, hub, err)) return NULL;

@@ -153,6 +153,7 @@ int imp_run(const imp_opts *o, imp_result *res, err_t *err) {
     mf_writer *w = NULL;
     float *buf = NULL;
     int *ids = NULL;
+    char (*fmts)[96] = NULL; /* each weight's format, decided once */
     int rc = -1;
     if (hf_open(&h, o->hf_dir, err) || hf_check(h, NULL, NULL, err)) goto out;
     const cfg_model *c = hf_config(h);
@@ -166,15 +167,15 @@ int imp_run(const imp_opts *o, imp_result *res, err_t *err) {
     snprintf(src, sizeof src, "%s", o->hf_dir);
     mf_writer_meta(w, "source", src, NULL);
     ids = calloc((size_t)n, sizeof *ids);
-    if (!ids) {
+    fmts = calloc((size_t)n, sizeof *fmts);
+    if (!ids || !fmts) {
         err_set(err, ERR_NOMEM, "out of memory");
         goto out;
     }
     uint64_t total_in = 0;
     for (int i = 0; i < n; i++) {
-        char fmt[96];
-        fmt_of(c, o->recipe, &xs[i], fmt, sizeof fmt);
-        if ((ids[i] = mf_writer_weight(w, xs[i].name, fmt, xs[i].ndim, xs[i].shape, err)) < 0) goto out;
+        fmt_of(c, o->recipe, &xs[i], fmts[i], sizeof fmts[i]);
+        if ((ids[i] = mf_writer_weight(w, xs[i].name, fmts[i], xs[i].ndim, xs[i].shape, err)) < 0) goto out;
         int E = xs[i].ndim == 3 ? (int)xs[i].shape[0] : 1;
         for (int e = 0; e < E; e++) {
             char hub[256];
@@ -221,8 +222,7 @@ int imp_run(const imp_opts *o, imp_result *res, err_t *err) {
             release(t);
             pg.done += (double)t->nbytes;
         }
-        char fmt[96];
-        fmt_of(c, o->recipe, x, fmt, sizeof fmt);
+        const char *fmt = fmts[i];
         if (!strcmp(fmt, "f32")) {
             if (mf_writer_part(w, ids[i], "weight", buf, (size_t)rows * (size_t)cols * 4, err)) goto out;
             wbits += (uint64_t)rows * (uint64_t)cols * 32;
@@ -271,6 +271,7 @@ out:
     if (w) mf_writer_abort(w);
     free(buf);
     free(ids);
+    free(fmts);
     free(xs);
     hf_close(h);
     res->seconds = clock_now() - t0;

@@ -853,3 +853,25 @@ void mf_writer_abort(mf_writer *w) {
 }
 
 const char *mf_writer_temp_path(const mf_writer *w) { return w->sw ? st_writer_temp_path(w->sw) : ""; }
+
+int mf_weight_decode(const mf_weight *w, float *out, err_t *e) {
+    size_t n = (size_t)(w->rows * w->cols);
+    if (!strcmp(w->format, "f32")) {
+        memcpy(out, w->part[0].t->data, n * 4);
+        return 0;
+    }
+    ccq_format f;
+    ccq_part parts[CCQ_MAX_PARTS];
+    int np = 0;
+    if (ccq_format_parse(w->format, &f, e) || ccq_layout(&f, w->rows, w->cols, parts, &np, e)) return -1;
+    for (int i = 0; i < np; i++) {
+        const mf_part *p = mf_weight_part(w, parts[i].name);
+        if (!p) return err_set(e, ERR_FORMAT, "weight %s has no part %s", w->name, parts[i].name);
+        parts[i].data = p->t->data;
+    }
+    ccq_tensor t;
+    if (ccq_wrap(&f, w->rows, w->cols, parts, np, &t, e)) return -1;
+    int rc = ccq_decode(&t, out, NULL, e);
+    ccq_free(&t);
+    return rc;
+}

@@ -74,6 +74,9 @@ const char *mf_component(const char *weight_name);
  * tensor in file order and how many differ. */
 int mf_verify(const mf_file *f, pool *p, void (*progress)(void *ctx, double done, double total), void *ctx, err_t *e);
 
+/* Decodes a weight to floats out[rows * cols] with the codec (f32 copied): what the stored bits mean. */
+int mf_weight_decode(const mf_weight *w, float *out, err_t *e);
+
 /* ---- the weights a config needs ---------------------------------------------------------------- */
 
 typedef enum { MF_ANY, MF_ONLY_BF16, MF_ONLY_F32 } mf_rule;

@@ -49,6 +49,9 @@ const char *th_tmp(const char *name);
  * ("NAME=value") are added to the environment; NULL for none. */
 int th_run(char *const argv[], const char *stdin_text, char *const env[], char **out, char **err);
 
+/* Runs the ernie binary under test with args (NULL-terminated, at most 30) and stdin_text (may be NULL). */
+int th_ernie(char **out, char **err, const char *stdin_text, char *const *args);
+
 /* Reads a whole file (malloc'd, NUL-terminated); NULL if it cannot. *len may be NULL. */
 char *th_read_file(const char *path, size_t *len);
 /* Writes a whole file; returns 0 on success. */

@@ -12,18 +12,10 @@
 
 #define DEMO "tools/demo/checkpoint"
 
-static int ernie_v(char **out, char **err, const char *stdin_text, char *const *args) {
-    char *argv[32] = {(char *)th_bin()};
-    int n = 1;
-    for (int i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
-    argv[n] = NULL;
-    return th_run(argv, stdin_text, NULL, out, err);
-}
-
 TEST(run_greedy_matches_transformers_sample) {
     char *o, *e;
     char *args[] = {"run", DEMO, "-p", "Tell me a fortune.", "--temp", "0", "-n", "40", NULL};
-    if (!CHECK_INT(ernie_v(&o, &e, NULL, args), 0)) FAIL("stderr: %s", e);
+    if (!CHECK_INT(th_ernie(&o, &e, NULL, args), 0)) FAIL("stderr: %s", e);
     /* transformers' greedy continuation of the same chat prompt (tools/demo/README.md) */
     CHECK_STR(o, "The best way to get something done is to be done.\n");
     CHECK_STR(e, "");
@@ -33,7 +25,7 @@ TEST(run_greedy_matches_transformers_sample) {
 TEST(run_reads_stdin_and_prints_ids) {
     char *o, *e;
     char *args[] = {"run", DEMO, "--temp", "0", "-n", "7", "--output", "ids", NULL};
-    CHECK_INT(ernie_v(&o, &e, "Quote Genesis 1:3\n", args), 0);
+    CHECK_INT(th_ernie(&o, &e, "Quote Genesis 1:3\n", args), 0);
     int n = 0;
     for (char *t = strtok(o, " \n"); t; t = strtok(NULL, " \n")) {
         char *end;
@@ -50,7 +42,7 @@ TEST(run_stats_and_dump_logits) {
     const char *dump = th_tmp("l.f32");
     char *args[] = {"run", "tests/fixtures/golden/moe", "--raw", "-p", "hello world", "--temp", "0", "-n", "3",
                     "--stats", "--dump-logits", (char *)dump, NULL};
-    CHECK_INT(ernie_v(&o, &e, NULL, args), 0);
+    CHECK_INT(th_ernie(&o, &e, NULL, args), 0);
     CHECK_CONTAINS(e, "tok/s");
     size_t len = 0;
     char *d = th_read_file(dump, &len);
@@ -61,27 +53,27 @@ TEST(run_stats_and_dump_logits) {
 TEST(run_errors_are_one_line) {
     char *o, *e;
     char *a1[] = {"run", "/nonexistent/model", "-p", "x", NULL};
-    CHECK_INT(ernie_v(&o, &e, NULL, a1), 1);
+    CHECK_INT(th_ernie(&o, &e, NULL, a1), 1);
     CHECK_CONTAINS(e, "ernie: run: /nonexistent/model:");
     CHECK_STR(o, "");
     free(o), free(e);
     char *a2[] = {"run", DEMO, "-p", "x", "-f", "y", NULL};
-    CHECK_INT(ernie_v(&o, &e, NULL, a2), 2);
+    CHECK_INT(th_ernie(&o, &e, NULL, a2), 2);
     CHECK_CONTAINS(e, "not both");
     free(o), free(e);
     char *a3[] = {"run", DEMO, "-p", "a long prompt that will not fit", "-c", "16", NULL};
-    CHECK_INT(ernie_v(&o, &e, NULL, a3), 1);
+    CHECK_INT(th_ernie(&o, &e, NULL, a3), 1);
     CHECK_CONTAINS(e, "context holds 16");
     free(o), free(e);
     char *a4[] = {"run", DEMO, "-p", "x", "--temp", "hot", NULL};
-    CHECK_INT(ernie_v(&o, &e, NULL, a4), 2);
+    CHECK_INT(th_ernie(&o, &e, NULL, a4), 2);
     CHECK_CONTAINS(e, "invalid value 'hot' for --temp");
     free(o), free(e);
     char *a5[] = {"run", DEMO, "-p", "x", "--output", "json", NULL};
-    CHECK_INT(ernie_v(&o, &e, NULL, a5), 2);
+    CHECK_INT(th_ernie(&o, &e, NULL, a5), 2);
     free(o), free(e);
     char *a6[] = {"run", "tests/fixtures/tok", "-p", "x", NULL}; /* a folder with no config.json */
-    CHECK_INT(ernie_v(&o, &e, NULL, a6), 1);
+    CHECK_INT(th_ernie(&o, &e, NULL, a6), 1);
     CHECK_CONTAINS(e, "config.json");
     free(o), free(e);
 }
@@ -97,7 +89,7 @@ TEST(perplexity_matches_transformers) {
     json_decref(ref);
     char *o, *e;
     char *args[] = {"perplexity", DEMO, "tools/demo/data/heldout.txt", "-c", "256", "--windows", "4", "--json", NULL};
-    if (!CHECK_INT(ernie_v(&o, &e, NULL, args), 0)) FAIL("stderr: %s", e);
+    if (!CHECK_INT(th_ernie(&o, &e, NULL, args), 0)) FAIL("stderr: %s", e);
     json_t *got = json_loads(o, 0, &je);
     if (CHECK(got)) {
         double nll = json_number_value(json_object_get(got, "nll"));

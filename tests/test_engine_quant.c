@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "app/model_load.h"
-#include "ccq/ccq.h"
 #include "golden_util.h"
 #include "harness.h"
 #include "model/hf_weights.h"
@@ -19,7 +18,7 @@ typedef struct {
     int ndec;
 } dec_ctx;
 
-/* Serves every weight as f32: bf16/f32 converted, quantized ones through ccq_decode. */
+/* Serves every weight as f32, decoded by the codec (mf_weight_decode). */
 static const be_weight_src *dec_lookup(void *c, const char *name, err_t *err) {
     dec_ctx *d = c;
     const mf_weight *w = mf_find_weight(d->f, name);
@@ -27,18 +26,7 @@ static const be_weight_src *dec_lookup(void *c, const char *name, err_t *err) {
     size_t n = (size_t)(w->rows * w->cols);
     float *out = malloc(n * sizeof *out);
     d->dec[d->ndec++] = out;
-    if (!strcmp(w->format, "f32")) {
-        memcpy(out, w->part[0].t->data, n * 4);
-    } else {
-        ccq_format f;
-        ccq_part parts[CCQ_MAX_PARTS];
-        int np = 0;
-        if (ccq_format_parse(w->format, &f, err) || ccq_layout(&f, w->rows, w->cols, parts, &np, err)) return NULL;
-        for (int i = 0; i < np; i++) parts[i].data = mf_weight_part(w, parts[i].name)->t->data;
-        ccq_tensor t;
-        if (ccq_wrap(&f, w->rows, w->cols, parts, np, &t, err) || ccq_decode(&t, out, NULL, err)) return NULL;
-        ccq_free(&t);
-    }
+    if (mf_weight_decode(w, out, err)) return NULL;
     memset(&d->src, 0, sizeof d->src);
     d->src.name = w->name;
     d->src.format = "f32";

@@ -8,25 +8,17 @@
 
 #include "harness.h"
 
-static int ernie_v(char **out, char **err, char *const *args) {
-    char *argv[32] = {(char *)th_bin()};
-    int n = 1;
-    for (int i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
-    argv[n] = NULL;
-    return th_run(argv, NULL, NULL, out, err);
-}
-
 TEST(verify_against_source) {
     char *o, *e;
     const char *bf = th_tmp("bf.ernie"), *q = th_tmp("q.ernie");
     char *i1[] = {"import", "tests/fixtures/golden/moe", "-o", (char *)bf, "--recipe", "bf16", NULL};
     char *i2[] = {"import", "tests/fixtures/golden/moe", "-o", (char *)q, "--recipe", "q2.5", NULL};
-    CHECK_INT(ernie_v(&o, &e, i1), 0);
+    CHECK_INT(th_ernie(&o, &e, NULL, i1), 0);
     free(o), free(e);
-    CHECK_INT(ernie_v(&o, &e, i2), 0);
+    CHECK_INT(th_ernie(&o, &e, NULL, i2), 0);
     free(o), free(e);
     char *v1[] = {"verify", (char *)bf, "--against", "tests/fixtures/golden/moe", "--json", NULL};
-    CHECK_INT(ernie_v(&o, &e, v1), 0);
+    CHECK_INT(th_ernie(&o, &e, NULL, v1), 0);
     /* stdout: the verify line's JSON, then the per-weight array */
     char *arr = strchr(o, '[');
     json_error_t je;
@@ -40,7 +32,7 @@ TEST(verify_against_source) {
     json_decref(a);
     free(o), free(e);
     char *v2[] = {"verify", (char *)q, "--against", "tests/fixtures/golden/moe", "--json", NULL};
-    CHECK_INT(ernie_v(&o, &e, v2), 0);
+    CHECK_INT(th_ernie(&o, &e, NULL, v2), 0);
     arr = strchr(o, '[');
     a = arr ? json_loads(arr, 0, &je) : NULL;
     if (CHECK(json_is_array(a))) {
@@ -58,7 +50,7 @@ TEST(verify_against_source) {
     json_decref(a);
     free(o), free(e);
     char *v3[] = {"verify", (char *)q, "--against", "tests/fixtures/golden/dense", NULL};
-    CHECK_INT(ernie_v(&o, &e, v3), 1);
+    CHECK_INT(th_ernie(&o, &e, NULL, v3), 1);
     CHECK_CONTAINS(e, "ernie: verify: --against");
     free(o), free(e);
 }

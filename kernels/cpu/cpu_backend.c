@@ -13,6 +13,7 @@ static void cpu_destroy(be *b) {
     if (c) {
         pool_destroy(c->pool);
         free(c->att_scratch);
+        free(c->mm_scratch);
         free(c);
     }
     free(b);

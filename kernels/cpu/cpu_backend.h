@@ -13,6 +13,8 @@ typedef struct {
     float *att_scratch; /* [threads, att_ctx] softmax rows for attention */
     int att_ctx;
     err_t err;          /* the first failure since the last sync (ops return nothing) */
+    float *mm_scratch;  /* [threads, mm_cols] one bf16/f32 row per thread, grown as needed */
+    int64_t mm_cols;
 } cpu_be;
 
 /* Latches a failure for the next be->ops->sync to report (the first one wins). */

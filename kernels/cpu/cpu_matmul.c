@@ -108,17 +108,18 @@ static void mm_range(void *ctx, int64_t r0, int64_t r1, int tid) {
 void cpu_matmul(be *b, const be_weight *W, int64_t row0, int64_t N, const float *x, int T, float *y) {
     cpu_be *c = b->impl;
     int nt = pool_size(c->pool);
-    float *scratch = NULL;
-    if (W->kind != CPU_W_CODEC) {
-        scratch = malloc((size_t)nt * (size_t)W->cols * sizeof(float));
-        if (!scratch) {
+    if (W->kind != CPU_W_CODEC && W->cols > c->mm_cols) { /* the products run in order: one buffer serves all */
+        float *s = realloc(c->mm_scratch, (size_t)nt * (size_t)W->cols * sizeof(float));
+        if (!s) {
             cpu_fail(b, ERR_NOMEM, "out of memory in a product with %s", W->name);
             return;
         }
+        c->mm_scratch = s;
+        c->mm_cols = W->cols;
     }
+    float *scratch = c->mm_scratch;
     mm_job j = {W, row0, x, T, N, y, scratch};
     int64_t grain = N / (8 * nt);
     if (grain < 4) grain = 4;
     pool_for(c->pool, N, grain, mm_range, &j);
-    free(scratch);
 }
