@@ -58,11 +58,10 @@ int main(int argc, char **argv) {
     const char *name = argv[ci];
     if (!strcmp(name, "help")) {
         if (ci + 1 < argc) {
+            /* the command prints its own help: some of it (recipes) is assembled when it runs */
+            char *help_argv[] = {"--help", NULL};
             for (int i = 0; i < NCOMMANDS; i++)
-                if (!strcmp(argv[ci + 1], commands[i].cli->name)) {
-                    cli_print_help(commands[i].cli);
-                    return EXIT_OK;
-                }
+                if (!strcmp(argv[ci + 1], commands[i].cli->name)) return commands[i].run(1, help_argv, &g);
             return cli_usage_error(NULL, "unknown command '%s'", argv[ci + 1]);
         }
         print_main_help();
