@@ -2,7 +2,7 @@
 #   make             set up (Debian packages, SentencePiece) once, then build bin/ernie
 #   make test        build and run every test that needs no GPU; ends with "N passed, N failed"
 #   make test SAN=1  the same with AddressSanitizer and UndefinedBehaviorSanitizer (build/san/)
-#   make test-gpu    the CUDA tests (on a machine with an NVIDIA GPU)
+#   make test-gpu    the CUDA tests (on a machine with an NVIDIA GPU; NOBUILD=1 runs binaries built here)
 #   make bench       the benchmarks: codecs everywhere, kernels where a GPU is present
 #   make chat        build and start chatting with the built-in demo model
 #   make fuzz        build the libFuzzer targets (clang) into build/fuzz/
@@ -165,7 +165,8 @@ test: $(BIN) $(B)/run_tests
 	@echo "running tests ($(VARIANT) build)"
 	@$(B)/run_tests --bin $(BIN) --fixtures tests/fixtures $(TESTS)
 
-test-gpu: $(BIN) $(B)/run_gpu_tests
+# NOBUILD=1 runs binaries built elsewhere (a GPU machine without the build's Debian packages).
+test-gpu: $(if $(filter 1,$(NOBUILD)),,$(BIN) $(B)/run_gpu_tests)
 	@if ! $(BIN) --version 2>/dev/null | grep -q '^GPU 0:'; then \
 	   echo "make test-gpu: no CUDA GPU found on this machine; the CUDA tests need one (0 tests run)"; exit 1; fi
 	@$(B)/run_gpu_tests --bin $(BIN) --fixtures tests/fixtures $(TESTS)
