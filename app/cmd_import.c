@@ -7,19 +7,21 @@
 
 #include "base/clock.h"
 #include "base/pool.h"
+#include "calibrate.h"
 #include "commands.h"
 #include "model/import.h"
 #include "model/recipe.h"
 #include "progress.h"
 
-enum { I_OUT = 1, I_RECIPE, I_TT, I_FORCE, I_CALIB };
+enum { I_OUT = 1, I_RECIPE, I_TT, I_FORCE, I_CALIB, I_CALIB_TOKENS };
 
 static const cli_opt import_opts[] = {
     {"output", 'o', "FILE", "the model file to write (required)", I_OUT, 0},
     {"recipe", 0, "NAME", "which format each weight gets (default baidu; see below)", I_RECIPE, 0},
     {"tensor-type", 0, "REGEX=FORMAT", "override the format of weights whose name matches (repeatable)", I_TT, 1},
     {"force", 0, NULL, "replace FILE if it exists", I_FORCE, 0},
-    {"calib", 0, "TEXTFILE", "calibration text for importance weights (not available yet)", I_CALIB, 0},
+    {"calib", 0, "TEXTFILE", "weight each input channel's error by its activations on this text", I_CALIB, 0},
+    {"calib-tokens", 0, "N", "calibrate on at most N tokens of TEXTFILE (default 8192)", I_CALIB_TOKENS, 0},
     {NULL, 0, NULL, NULL, 0, 0},
 };
 
@@ -27,7 +29,7 @@ static char details[2048];
 
 const cli_command CMD_IMPORT = {
     .name = "import",
-    .usage = "HF_DIR -o FILE [--recipe NAME] [--tensor-type REGEX=FORMAT]... [--force]",
+    .usage = "HF_DIR -o FILE [--recipe NAME] [--tensor-type REGEX=FORMAT]... [--calib TEXTFILE] [--force]",
     .summary = "Quantize a downloaded Hugging Face checkpoint into one ernie model file",
     .details = details,
     .opts = import_opts,
@@ -35,6 +37,7 @@ const cli_command CMD_IMPORT = {
 
 typedef struct {
     const char *out, *recipe, *calib;
+    long long calib_tokens;
     const char *tt[64];
     int ntt, force;
 } imp_args;
@@ -46,6 +49,7 @@ static int on_opt(void *c, int key, const char *v) {
     case I_RECIPE: a->recipe = v; return 0;
     case I_FORCE: a->force = 1; return 0;
     case I_CALIB: a->calib = v; return 0;
+    case I_CALIB_TOKENS: return cli_int(&CMD_IMPORT, "--calib-tokens", v, 2, 1LL << 40, &a->calib_tokens);
     case I_TT:
         if (a->ntt == 64) return cli_usage_error(&CMD_IMPORT, "too many --tensor-type options (64 at most)");
         a->tt[a->ntt++] = v;
@@ -89,7 +93,7 @@ int cmd_import(int argc, char **argv, cli_global *g) {
              "norms bf16. Example:\n  ernie import ERNIE-4.5-21B-A3B-PT -o ernie-21b.ernie --recipe q2.5 \\\n"
              "      --tensor-type 'layers\\.1\\..*experts=wint4'",
              recipe_presets_help());
-    imp_args a = {.recipe = "baidu"};
+    imp_args a = {.recipe = "baidu", .calib_tokens = 8192};
     const char *pos[2];
     int np = 0;
     int r = cli_parse(&CMD_IMPORT, argc, argv, g, on_opt, &a, pos, 1, &np);
@@ -100,7 +104,6 @@ int cmd_import(int argc, char **argv, cli_global *g) {
     }
     if (np < 1) return cli_usage_error(&CMD_IMPORT, "missing HF_DIR");
     if (!a.out) return cli_usage_error(&CMD_IMPORT, "missing -o FILE");
-    if (a.calib) return cli_fail("import: --calib: calibration is not available yet");
     err_t err = {0};
     recipe *rec = NULL;
     if (recipe_create(&rec, a.recipe, &err)) return cli_usage_error(&CMD_IMPORT, "--recipe: %s", err.msg);
@@ -112,6 +115,7 @@ int cmd_import(int argc, char **argv, cli_global *g) {
     pool *p = pool_create(g->threads);
     imp_opts o = {.hf_dir = pos[0], .out_path = a.out, .recipe = rec, .overwrite = a.force, .pool = p, .stop = &stop_flag};
     imp_plan plan;
+    calib *cal = NULL;
     int rc = EXIT_FAIL;
     if (imp_plan_make(&o, &plan, &err)) {
         cli_fail("import: %s", err.msg);
@@ -119,6 +123,15 @@ int cmd_import(int argc, char **argv, cli_global *g) {
     }
     if (!g->json) print_plan(&plan, recipe_name(rec));
     if (plan.n_unexpected) cli_warn("import: %d tensors of %s are not used by the model", plan.n_unexpected, pos[0]);
+    char desc[1200];
+    if (a.calib) {
+        if (calibrate(pos[0], a.calib, a.calib_tokens, g->threads, g->json, &cal, desc, sizeof desc, &err)) {
+            cli_fail("import: --calib: %s", err.msg);
+            goto out;
+        }
+        o.calib = cal;
+        o.calib_desc = desc;
+    }
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
@@ -143,6 +156,7 @@ int cmd_import(int argc, char **argv, cli_global *g) {
                 progress_fmt_bytes((double)res.peak_rss, a2, sizeof a2));
     rc = EXIT_OK;
 out:
+    calib_free(cal);
     pool_destroy(p);
     recipe_free(rec);
     return rc;

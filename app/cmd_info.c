@@ -127,6 +127,8 @@ static int print_json(const mf_file *f, const comp_stat *cs, double wbytes, doub
     json_object_set_new(o, "generation", gen);
     const char *src = mf_meta(f, "source");
     if (src) json_object_set_new(o, "source", json_string(src));
+    const char *cal = mf_meta(f, "calibration");
+    if (cal) json_object_set_new(o, "calibration", json_string(cal));
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (!s) return cli_fail("info: out of memory");
@@ -213,6 +215,8 @@ int cmd_info(int argc, char **argv, cli_global *g) {
            progress_fmt_bytes(kv_per_1k(c) * c->max_position_embeddings / 1024.0, b3, sizeof b3), c->max_position_embeddings);
     const char *src = mf_meta(f, "source");
     if (src) printf("source:      %s\n", src);
+    const char *cal = mf_meta(f, "calibration");
+    if (cal) printf("calibrated:  %s\n", cal);
     mf_close(f);
     return EXIT_OK;
 }

@@ -31,6 +31,13 @@ struct eng {
     /* activations, backend memory, [max_batch, dim] */
     float *x, *xb, *xb2, *q, *k, *v, *att, *g, *u, *moe_w, *logits;
     int32_t *moe_ids;
+    /* observer (eng_set_observer): host copies of activations, one backend scratch for gathered rows */
+    eng_observer obs;
+    void *obs_ctx;
+    float *obs_all, *obs_rows, *obs_xg;   /* host [max_batch][obs_w] x2, backend [max_batch][hidden] */
+    int32_t *obs_ids;                     /* host [max_batch][moe_k] */
+    int obs_failed;
+    err_t obs_err;
 };
 
 static int load_w(eng *e, eng_lookup lk, void *lc, const char *name, be_weight **out, err_t *err) {
@@ -178,12 +185,115 @@ void eng_free(eng *e) {
     float *acts[] = {e->x, e->xb, e->xb2, e->q, e->k, e->v, e->att, e->g, e->u, e->moe_w, e->logits};
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) o->free(b, acts[i]);
     o->free(b, e->moe_ids);
+    o->free(b, e->obs_xg);
+    free(e->obs_all);
+    free(e->obs_rows);
+    free(e->obs_ids);
     free(e->L);
     free(e->is_moe);
     free(e);
 }
 
+/* Hands the T x K activations at dev to the observer once per weight kind they feed (names relative to
+ * layer l, or absolute when l < 0). */
+static void observe(eng *e, int l, const char *const *kinds, int nk, const float *dev, int T, int K) {
+    if (!e->obs || e->obs_failed) return;
+    if (e->b->ops->download(e->b, e->obs_all, dev, (size_t)T * K * sizeof(float), &e->obs_err)) {
+        e->obs_failed = 1;
+        return;
+    }
+    char name[256];
+    for (int i = 0; i < nk; i++) {
+        if (l >= 0) snprintf(name, sizeof name, "model.layers.%d.%s", l, kinds[i]);
+        else snprintf(name, sizeof name, "%s", kinds[i]);
+        eng_obs ob = {name, -1, e->obs_all, T, K};
+        e->obs(e->obs_ctx, &ob);
+    }
+}
+
+/* The routed experts' inputs, expert by expert: the rows of the tokens that chose it for gate and up,
+ * and its SwiGLU activations (recomputed here from the same backend products) for down. Uses e->g and
+ * e->u, which are free between the routed and the shared experts. */
+static void observe_experts(eng *e, int l, int T) {
+    if (!e->obs || e->obs_failed) return;
+    const eng_config *c = &e->cfg;
+    be *b = e->b;
+    const be_ops *o = b->ops;
+    int H = c->hidden, Im = c->moe_inter, k = c->moe_k;
+    err_t *err = &e->obs_err;
+    if (o->download(b, e->obs_all, e->xb, (size_t)T * H * sizeof(float), err) ||
+        o->download(b, e->obs_ids, e->moe_ids, (size_t)T * k * sizeof(int32_t), err)) {
+        e->obs_failed = 1;
+        return;
+    }
+    char name[256];
+    for (int x = 0; x < c->n_experts; x++) {
+        int n = 0;
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < k; j++)
+                if (e->obs_ids[(size_t)t * k + j] == x) {
+                    memcpy(e->obs_rows + (size_t)n++ * H, e->obs_all + (size_t)t * H, (size_t)H * sizeof(float));
+                    break;
+                }
+        if (!n) continue;
+        static const char *const gu[2] = {"mlp.experts.gate_proj", "mlp.experts.up_proj"};
+        for (int i = 0; i < 2; i++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s", l, gu[i]);
+            eng_obs ob = {name, x, e->obs_rows, n, H};
+            e->obs(e->obs_ctx, &ob);
+        }
+        if (o->upload(b, e->obs_xg, e->obs_rows, (size_t)n * H * sizeof(float), err)) {
+            e->obs_failed = 1;
+            return;
+        }
+        o->matmul(b, e->L[l].e_gate, (int64_t)x * Im, Im, e->obs_xg, n, e->g);
+        o->matmul(b, e->L[l].e_up, (int64_t)x * Im, Im, e->obs_xg, n, e->u);
+        o->swiglu(b, e->g, e->u, (int64_t)n * Im, e->g);
+        if (o->download(b, e->obs_rows, e->g, (size_t)n * Im * sizeof(float), err)) {
+            e->obs_failed = 1;
+            return;
+        }
+        snprintf(name, sizeof name, "model.layers.%d.mlp.experts.down_proj", l);
+        eng_obs ob = {name, x, e->obs_rows, n, Im};
+        e->obs(e->obs_ctx, &ob);
+    }
+}
+
+int eng_set_observer(eng *e, eng_observer fn, void *ctx, err_t *err) {
+    e->obs = fn;
+    e->obs_ctx = ctx;
+    e->obs_failed = 0;
+    if (!fn || e->obs_all) return 0;
+    const eng_config *c = &e->cfg;
+    size_t w = (size_t)c->hidden;
+    size_t dims[] = {(size_t)c->n_heads * c->head_dim, (size_t)c->inter, (size_t)c->shared_inter, (size_t)c->moe_inter};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i] > w) w = dims[i];
+    size_t T = (size_t)e->max_batch;
+    e->obs_all = malloc(T * w * sizeof(float));
+    e->obs_rows = malloc(T * w * sizeof(float));
+    e->obs_ids = malloc(T * (size_t)(c->moe_k > 0 ? c->moe_k : 1) * sizeof(int32_t));
+    if (!e->obs_all || !e->obs_rows || !e->obs_ids) {
+        e->obs = NULL;
+        return err_set(err, ERR_NOMEM, "out of memory");
+    }
+    if (c->n_experts && !(e->obs_xg = act(e, T * (size_t)c->hidden, err))) {
+        e->obs = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 /* One chunk of T <= max_batch tokens at positions n_past.. */
+static const char *const K_QKV[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"};
+static const char *const K_O[] = {"self_attn.o_proj"};
+static const char *const K_GU[] = {"mlp.gate_proj", "mlp.up_proj"};
+static const char *const K_D[] = {"mlp.down_proj"};
+static const char *const K_SGU[] = {"mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj"};
+static const char *const K_SD[] = {"mlp.shared_experts.down_proj"};
+static const char *const K_HEAD[] = {"lm_head"};
+static const char *const K_EMB[] = {"model.embed_tokens"};
+
 static void forward_chunk(eng *e, const int32_t *ids, int T) {
     const eng_config *c = &e->cfg;
     be *b = e->b;
@@ -197,6 +307,7 @@ static void forward_chunk(eng *e, const int32_t *ids, int T) {
         layer_w *w = &e->L[l];
         /* attention: x += Wo . attn(rope(Wq xn), rope(Wk xn), Wv xn) */
         o->rmsnorm(b, e->x, w->attn_norm, c->eps, T, H, e->xb);
+        observe(e, l, K_QKV, 3, e->xb, T, H);
         o->matmul(b, w->wq, 0, qdim, e->xb, T, e->q);
         o->matmul(b, w->wk, 0, kvdim, e->xb, T, e->k);
         o->matmul(b, w->wv, 0, kvdim, e->xb, T, e->v);
@@ -204,6 +315,7 @@ static void forward_chunk(eng *e, const int32_t *ids, int T) {
         o->rope(b, e->k, T, nkv, hd, pos, c->rope_theta);
         o->kv_store(b, e->kv, l, pos, T, e->k, e->v);
         o->attention(b, e->kv, l, e->q, T, pos, nq, nkv, hd, e->att);
+        observe(e, l, K_O, 1, e->att, T, qdim);
         o->matmul(b, w->wo, 0, H, e->att, T, e->xb);
         o->add(b, e->x, e->xb, (int64_t)n);
 
@@ -213,25 +325,31 @@ static void forward_chunk(eng *e, const int32_t *ids, int T) {
             o->moe_route(b, w->router, w->bias, e->xb, T, c->n_experts, c->moe_k, c->moe_norm_min, e->moe_ids, e->moe_w);
             o->moe_experts(b, w->e_gate, w->e_up, w->e_down, e->xb, T, H, c->moe_inter, c->moe_k, e->moe_ids, e->moe_w,
                            e->xb2);
+            observe_experts(e, l, T);
             if (w->s_gate) { /* shared experts: computed from the same input, added after routing */
                 int Is = c->shared_inter;
+                observe(e, l, K_SGU, 2, e->xb, T, H);
                 o->matmul(b, w->s_gate, 0, Is, e->xb, T, e->g);
                 o->matmul(b, w->s_up, 0, Is, e->xb, T, e->u);
                 o->swiglu(b, e->g, e->u, (int64_t)T * Is, e->g);
+                observe(e, l, K_SD, 1, e->g, T, Is);
                 o->matmul(b, w->s_down, 0, H, e->g, T, e->xb);
                 o->add(b, e->xb2, e->xb, (int64_t)n);
             }
             o->add(b, e->x, e->xb2, (int64_t)n);
         } else {
             int I = c->inter;
+            observe(e, l, K_GU, 2, e->xb, T, H);
             o->matmul(b, w->w_gate, 0, I, e->xb, T, e->g);
             o->matmul(b, w->w_up, 0, I, e->xb, T, e->u);
             o->swiglu(b, e->g, e->u, (int64_t)T * I, e->g);
+            observe(e, l, K_D, 1, e->g, T, I);
             o->matmul(b, w->w_down, 0, H, e->g, T, e->xb);
             o->add(b, e->x, e->xb, (int64_t)n);
         }
     }
     o->rmsnorm(b, e->x, e->final_norm, c->eps, T, H, e->xb);
+    observe(e, -1, c->tie_embeddings ? K_EMB : K_HEAD, 1, e->xb, T, H);
 }
 
 int eng_forward(eng *e, const int32_t *ids, int T, float *logits, int all_rows, err_t *err) {
@@ -259,6 +377,10 @@ int eng_forward(eng *e, const int32_t *ids, int T, float *logits, int all_rows, 
             if (o->download(b, dst, e->logits, (size_t)nr * V * sizeof(float), err)) return -1;
         }
         if (o->sync(b, err)) return -1;
+        if (e->obs_failed) {
+            *err = e->obs_err;
+            return -1;
+        }
         done += t;
     }
     return 0;

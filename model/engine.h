@@ -51,4 +51,25 @@ void eng_truncate(eng *e, int n);
 
 const eng_config *eng_cfg(const eng *e);
 
+/* ---- observing the inputs of the weight products (calibration) ---- */
+
+/* One weight product's input, in host memory: x [T][K] rows that the weight named `weight` (as
+ * eng_lookup names it) multiplies. For stacked experts, expert says which one and x holds only the
+ * tokens routed to it (for down_proj: the SwiGLU activations of that expert, which the engine computes
+ * a second time for the observer). expert is -1 for the other weights. */
+typedef struct {
+    const char *weight;
+    int expert;
+    const float *x;
+    int T, K;
+} eng_obs;
+
+typedef void (*eng_observer)(void *ctx, const eng_obs *o);
+
+/* From now on, every eng_forward calls fn for each weight product's input (q, k and v each get the same
+ * rows, as do gate and up). Observing copies every activation to the host and runs the routed experts'
+ * gate and up products twice, so it is for calibration, not for serving. fn NULL stops observing.
+ * Allocates its scratch here (ERR_NOMEM). */
+int eng_set_observer(eng *e, eng_observer fn, void *ctx, err_t *err);
+
 #endif

@@ -166,6 +166,7 @@ int imp_run(const imp_opts *o, imp_result *res, err_t *err) {
     char src[4096];
     snprintf(src, sizeof src, "%s", o->hf_dir);
     mf_writer_meta(w, "source", src, NULL);
+    if (o->calib && o->calib_desc) mf_writer_meta(w, "calibration", o->calib_desc, NULL);
     ids = calloc((size_t)n, sizeof *ids);
     fmts = calloc((size_t)n, sizeof *fmts);
     if (!ids || !fmts) {
@@ -234,7 +235,21 @@ int imp_run(const imp_opts *o, imp_result *res, err_t *err) {
             }
             ccq_tensor q = {0};
             ccq_encode_opts eo = {.pool = o->pool, .progress = enc_progress, .progress_ctx = &pg};
-            if (ccq_encode(&f, buf, rows, cols, &eo, &q, err)) {
+            float *imp = NULL;
+            if (o->calib && strcmp(fmt, "bf16")) {
+                int found;
+                err_t ie = {0};
+                imp = calib_importance(o->calib, x->name, E, cols, &found, &ie);
+                if (ie.code) {
+                    *err = ie;
+                    goto out;
+                }
+                eo.importance = imp;
+                eo.importance_rows = E > 1 ? rows / E : 0;
+            }
+            int erc = ccq_encode(&f, buf, rows, cols, &eo, &q, err);
+            free(imp);
+            if (erc) {
                 err_wrap(err, "weight %s: ", x->name);
                 goto out;
             }

@@ -13,6 +13,7 @@
 
 #include "base/err.h"
 #include "base/pool.h"
+#include "model/calib.h"
 #include "model/recipe.h"
 
 enum { IMP_NCOMP = 8 };
@@ -38,6 +39,8 @@ typedef struct {
     const recipe *recipe;
     int overwrite;
     pool *pool;
+    const calib *calib;                 /* importance from calibration, or NULL (all channels equal) */
+    const char *calib_desc;             /* recorded in the file's metadata with calib: "FILE, N tokens" */
     volatile sig_atomic_t *stop;        /* set by a signal handler: abort cleanly */
     /* progress: bytes of input done and the total, and the weight being worked on */
     void (*progress)(void *ctx, double done, double total, const char *weight);
