@@ -141,90 +141,263 @@ static float dot1(const rowctx *rc, int64_t k0, const float *x) {
 
 /* ---- encoding ---- */
 
-/* The row's codebook laid out for the nearest search: coordinate j of index q in u[j][q]. */
+/* The nearest search. For one word (4 weights) at scale s, index q costs
+ *   sum_j h_j (x_j - a_j u_j)^2 = base + e(q),   e(q) = sum_j b_j u_j^2 + c_j u_j,
+ * with a_j = s m_j, b_j = h_j a_j^2, c_j = -2 h_j a_j x_j and u_j = v_j(q) - 32 in -32..31. Each term
+ * depends on q only through one 6-bit window value, so a word's four terms are tabulated for all 64
+ * values, and e(q) = (t0[v0] + t1[v1]) + (t2[v2] + t3[v3]) costs four loads and three additions
+ * instead of eight multiplications and seven additions over 256 candidates. An entry is computed as
+ * the direct formula was, fl(fl(b u^2) + fl(c u)), and summed in the same order, so every e(q), and
+ * with it every choice and every stored byte, is bit for bit what the direct search gave (the
+ * speed-up was checked that way, docs/quant-notes.md). The 16 words of a group share the vector
+ * lanes: every lane reads the entries of the same q, so the table reads are plain vector loads. A
+ * table depends on the words and the scale, not on the codebook, so stage 1 builds each of its 8
+ * sample groups' tables once for all 96 candidate lines, and stage 2 each group's once for its 8
+ * lines; those two stages also pre-add the first two terms (ptab, below). */
+
+/* The row's codebook: index q's window values as byte offsets of the entries t[j][v_j] in a wtab,
+ * and its decoded 4-vector (v - 32). */
 typedef struct {
-    float u[4][256];
-    float u2[4][256];
+    uint16_t off[256][4];
+    uint64_t po[256]; /* the same for the pair scan (scan_pairs) */
+    float u[256][4];
 } book;
 
-static void book_fill(book *bk, float cs, float zp) {
-    float lut[1024];
-    build_lut(cs, zp, lut);
+/* The terms of one group's 16 words at one scale: t[j][v][w] = b_j u^2 + c_j u (u = v - 32) for
+ * word w, and base[w] = sum_j h x^2. */
+typedef struct {
+    float t[4][64][GQ];
+    float base[GQ];
+} wtab;
+
+/* Index q's byte offsets of its four entries in a wtab, from the line's decoded vectors. */
+static void offs_fill(uint16_t (*off)[4], const float *lut) {
     for (int q = 0; q < 256; q++)
-        for (int j = 0; j < 4; j++) bk->u[j][q] = lut[4 * q + j], bk->u2[j][q] = lut[4 * q + j] * lut[4 * q + j];
+        for (int j = 0; j < 4; j++)
+            off[q][j] = (uint16_t)((size_t)(j * 64 + (int)lut[4 * q + j] + 32) * GQ * sizeof(float));
 }
 
-/* The index q minimising sum_j b_j u_j(q)^2 + c_j u_j(q) (c_j = -2 a_j), ties to the smaller q;
- * *err gets that minimum. W candidates per step in vector registers: one body, compiled for 8-wide
- * AVX2 and for 4-wide SSE/NEON, because GCC splits 8-wide vectors very badly where they do not exist. */
-#define NEAREST_BODY(VF, VI, W)                                                                          \
-    VF z = {0};                                                                                          \
-    VF b0 = z + b[0], b1 = z + b[1], b2 = z + b[2], b3 = z + b[3];                                       \
-    VF c0 = z + c[0], c1 = z + c[1], c2 = z + c[2], c3 = z + c[3];                                       \
-    VF best = z + INFINITY;                                                                              \
-    VI bq = {0}, idx, step = bq + W;                                                                     \
-    for (int i = 0; i < W; i++) idx[i] = i;                                                              \
-    for (int q = 0; q < 256; q += W) {                                                                   \
-        VF u0, u1, u2, u3, w0, w1, w2, w3;                                                               \
-        memcpy(&u0, &bk->u[0][q], sizeof(VF)), memcpy(&u1, &bk->u[1][q], sizeof(VF));                    \
-        memcpy(&u2, &bk->u[2][q], sizeof(VF)), memcpy(&u3, &bk->u[3][q], sizeof(VF));                    \
-        memcpy(&w0, &bk->u2[0][q], sizeof(VF)), memcpy(&w1, &bk->u2[1][q], sizeof(VF));                  \
-        memcpy(&w2, &bk->u2[2][q], sizeof(VF)), memcpy(&w3, &bk->u2[3][q], sizeof(VF));                  \
-        /* a tree of additions: a chain of eight dependent adds would be the loop's latency */           \
-        VF e = ((b0 * w0 + c0 * u0) + (b1 * w1 + c1 * u1)) + ((b2 * w2 + c2 * u2) + (b3 * w3 + c3 * u3)); \
-        VI lt = e < best;                                                                                \
-        best = (VF)(((VI)e & lt) | ((VI)best & ~lt));                                                    \
-        bq = (idx & lt) | (bq & ~lt);                                                                    \
-        idx += step;                                                                                     \
-    }                                                                                                    \
-    float be = best[0];                                                                                  \
-    int q = bq[0];                                                                                       \
-    for (int i = 1; i < W; i++)                                                                          \
-        if (best[i] < be || (best[i] == be && bq[i] < q)) be = best[i], q = bq[i];                       \
-    *err = be;                                                                                           \
-    return q;
+/* The sum of the first two terms for every value of the top 9 code bits P (windows 0 and 1 share 3
+ * bits, so P holds both): a[P][w] = t[0][P >> 3][w] + t[1][P & 63][w], the first addition of e(q).
+ * Then e(q) = a[P] + (t2[v2] + t3[v3]), the same sums in the same order with three loads instead of
+ * four. It costs about one scan to fill (32 KB), so it pays where a table meets several lines: stages
+ * 1 and 2. (Pairing t2 + t3 as well would make 64 KB, more than L1, and was no faster.) */
+typedef struct {
+    float a[512][GQ];
+} ptab;
 
-typedef float v4 __attribute__((vector_size(16)));
-typedef int32_t v4i __attribute__((vector_size(16)));
-static int nearest4(const book *bk, const float *b, const float *c, float *err) { NEAREST_BODY(v4, v4i, 4) }
+/* Index q's byte offsets for scan_pairs: a[P] in a ptab (bits 0-15), t[2][v2] and t[3][v3] in the
+ * wtab (bits 16-31 and 32-47). */
+static void pairs_fill(uint64_t *po, const float *lut) {
+    for (int q = 0; q < 256; q++) {
+        const float *u = lut + 4 * q;
+        uint64_t v0 = (uint64_t)((int)u[0] + 32), v1 = (uint64_t)((int)u[1] + 32);
+        uint64_t v2 = (uint64_t)((int)u[2] + 32), v3 = (uint64_t)((int)u[3] + 32);
+        uint64_t P = (v0 << 3) | (v1 & 7), E = GQ * sizeof(float);
+        po[q] = P * E | ((2 * 64 + v2) * E) << 16 | ((3 * 64 + v3) * E) << 32;
+    }
+}
+
+static void book_fill(book *bk, float cs, float zp) {
+    build_lut(cs, zp, &bk->u[0][0]);
+    offs_fill(bk->off, &bk->u[0][0]);
+    pairs_fill(bk->po, &bk->u[0][0]);
+}
+
+static inline void st4(float *p, v4f v) { memcpy(p, &v, sizeof v); }
+
+/* The coefficients of the group's words, coordinate-major (b[j][w], c[j][w]), and base[w]. One word is
+ * one 4-vector of weights, so it is computed 4 weights at a time and transposed. */
+static void word_coefs(const float *x, const float *h, const float *m, float s, float (*b)[GQ], float (*c)[GQ],
+                       float *base) {
+    const v4f z = {0, 0, 0, 0};
+    for (int w = 0; w < GQ; w++) {
+        v4f xv = ld4(x + 4 * w), hv = ld4(h + 4 * w), a = m ? s * ld4(m + 4 * w) : (v4f){s, s, s, s};
+        /* 0 + v: the direct search broadcast b and c by adding them to a zero vector, which turns -0
+         * into +0; kept so that even the sign of a zero error is the same */
+        v4f bv = z + hv * a * a, cv = z + -2.0f * hv * a * xv, t = hv * xv * xv;
+        for (int j = 0; j < 4; j++) b[j][w] = bv[j], c[j][w] = cv[j];
+        float bs = 0; /* summed in order, from 0, as the direct search did */
+        for (int j = 0; j < 4; j++) bs += t[j];
+        base[w] = bs;
+    }
+}
+
+/* u = +-k share fl(b k^2) and fl(c k) up to its sign (rounding is symmetric), so each pair of
+ * entries costs two products; u = -32 has no partner and u = 0 is its own. VF holds W words. */
+#define TABLE_BODY(VF, W)                                                                               \
+    for (int j = 0; j < 4; j++)                                                                         \
+        for (int i = 0; i < GQ; i += W) {                                                               \
+            VF bj, cj;                                                                                  \
+            memcpy(&bj, &b[j][i], sizeof bj), memcpy(&cj, &c[j][i], sizeof cj);                         \
+            VF bw = bj * 0.0f, cu = cj * 0.0f, v = bw + cu;                                             \
+            memcpy(&wt->t[j][32][i], &v, sizeof v);                                                     \
+            for (int k = 1; k < 32; k++) {                                                              \
+                bw = bj * (float)(k * k), cu = cj * (float)k;                                           \
+                VF p = bw + cu, n = bw - cu;                                                            \
+                memcpy(&wt->t[j][32 + k][i], &p, sizeof p), memcpy(&wt->t[j][32 - k][i], &n, sizeof n); \
+            }                                                                                           \
+            bw = bj * 1024.0f, cu = cj * 32.0f, v = bw - cu;                                            \
+            memcpy(&wt->t[j][0][i], &v, sizeof v);                                                      \
+        }
+
+static void wtab_fill_c(wtab *wt, const float *x, const float *h, const float *m, float s) {
+    float b[4][GQ], c[4][GQ];
+    word_coefs(x, h, m, s, b, c, wt->base);
+    TABLE_BODY(v4f, 4)
+}
+
+/* For each word w of the table, the index q minimising e(q), ties to the smaller q, and that e.
+ * Per lane the candidates come in increasing q and only a strictly smaller e replaces the best,
+ * which is the first minimum, as the direct search's tie rule; a NaN never wins. */
+static void scan_c(const uint16_t (*off)[4], const wtab *wt, float *be, int32_t *bq) {
+    const char *T = (const char *)wt->t;
+    v4f best[GQ / 4];
+    v4i bi[GQ / 4], qv = {0, 0, 0, 0};
+    for (int r = 0; r < GQ / 4; r++) best[r] = (v4f){INFINITY, INFINITY, INFINITY, INFINITY}, bi[r] = qv;
+    for (int q = 0; q < 256; q++, qv += 1) {
+        const float *p0 = (const float *)(T + off[q][0]), *p1 = (const float *)(T + off[q][1]);
+        const float *p2 = (const float *)(T + off[q][2]), *p3 = (const float *)(T + off[q][3]);
+        for (int r = 0; r < GQ / 4; r++) {
+            v4f e = (ld4(p0 + 4 * r) + ld4(p1 + 4 * r)) + (ld4(p2 + 4 * r) + ld4(p3 + 4 * r));
+            v4i lt = e < best[r];
+            best[r] = (v4f)(((v4i)e & lt) | ((v4i)best[r] & ~lt));
+            bi[r] = (qv & lt) | (bi[r] & ~lt);
+        }
+    }
+    for (int r = 0; r < GQ / 4; r++)
+        memcpy(be + 4 * r, &best[r], sizeof best[r]), memcpy(bq + 4 * r, &bi[r], sizeof bi[r]);
+}
+
+#define PTAB_BODY(VF)                                                                                 \
+    for (int P = 0; P < 512; P++)                                                                     \
+        for (int i = 0; i < GQ; i += (int)(sizeof(VF) / sizeof(float))) {                             \
+            VF x0, x1;                                                                                \
+            memcpy(&x0, &wt->t[0][P >> 3][i], sizeof x0), memcpy(&x1, &wt->t[1][P & 63][i], sizeof x1); \
+            x0 += x1;                                                                                 \
+            memcpy(&pt->a[P][i], &x0, sizeof x0);                                                     \
+        }
+static void ptab_fill_c(ptab *pt, const wtab *wt) { PTAB_BODY(v4f) }
+
+/* scan_c from a ptab and its wtab. */
+static void scan_pairs_c(const uint64_t *po, const ptab *pt, const wtab *wt, float *be, int32_t *bq) {
+    const char *A = (const char *)pt->a, *T = (const char *)wt->t;
+    v4f best[GQ / 4];
+    v4i bi[GQ / 4], qv = {0, 0, 0, 0};
+    for (int r = 0; r < GQ / 4; r++) best[r] = (v4f){INFINITY, INFINITY, INFINITY, INFINITY}, bi[r] = qv;
+    for (int q = 0; q < 256; q++, qv += 1) {
+        uint64_t o = po[q];
+        const float *p0 = (const float *)(A + (o & 0xFFFF)), *p2 = (const float *)(T + ((o >> 16) & 0xFFFF));
+        const float *p3 = (const float *)(T + (o >> 32));
+        for (int r = 0; r < GQ / 4; r++) {
+            v4f e = ld4(p0 + 4 * r) + (ld4(p2 + 4 * r) + ld4(p3 + 4 * r));
+            v4i lt = e < best[r];
+            best[r] = (v4f)(((v4i)e & lt) | ((v4i)best[r] & ~lt));
+            bi[r] = (qv & lt) | (bi[r] & ~lt);
+        }
+    }
+    for (int r = 0; r < GQ / 4; r++)
+        memcpy(be + 4 * r, &best[r], sizeof best[r]), memcpy(bq + 4 * r, &bi[r], sizeof bi[r]);
+}
 
 #if defined(__x86_64__) && defined(__GNUC__)
-typedef float v8 __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-__attribute__((target("avx2"))) static int nearest8(const book *bk, const float *b, const float *c, float *err) {
-    NEAREST_BODY(v8, v8i, 8)
+/* The same in two 8-lane registers per entry; _mm256_min_ps(e, best) is e < best ? e : best. */
+__attribute__((target("avx2"))) static void scan_avx2(const uint16_t (*off)[4], const wtab *wt, float *be,
+                                                      int32_t *bq) {
+    const char *T = (const char *)wt->t;
+    __m256 b0 = _mm256_set1_ps(INFINITY), b1 = b0;
+    __m256i q0 = _mm256_setzero_si256(), q1 = q0, qv = q0;
+    const __m256i one = _mm256_set1_epi32(1);
+    for (int q = 0; q < 256; q++) {
+        const float *p0 = (const float *)(T + off[q][0]), *p1 = (const float *)(T + off[q][1]);
+        const float *p2 = (const float *)(T + off[q][2]), *p3 = (const float *)(T + off[q][3]);
+        __m256 e0 = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(p0), _mm256_loadu_ps(p1)),
+                                  _mm256_add_ps(_mm256_loadu_ps(p2), _mm256_loadu_ps(p3)));
+        __m256 e1 = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(p0 + 8), _mm256_loadu_ps(p1 + 8)),
+                                  _mm256_add_ps(_mm256_loadu_ps(p2 + 8), _mm256_loadu_ps(p3 + 8)));
+        __m256 l0 = _mm256_cmp_ps(e0, b0, _CMP_LT_OQ), l1 = _mm256_cmp_ps(e1, b1, _CMP_LT_OQ);
+        b0 = _mm256_min_ps(e0, b0), b1 = _mm256_min_ps(e1, b1);
+        q0 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(q0), _mm256_castsi256_ps(qv), l0));
+        q1 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(q1), _mm256_castsi256_ps(qv), l1));
+        qv = _mm256_add_epi32(qv, one);
+    }
+    _mm256_storeu_ps(be, b0), _mm256_storeu_ps(be + 8, b1);
+    _mm256_storeu_si256((__m256i *)bq, q0), _mm256_storeu_si256((__m256i *)(bq + 8), q1);
 }
-static int (*nearest)(const book *, const float *, const float *, float *);
+__attribute__((target("avx2"))) static void ptab_fill_avx2(ptab *pt, const wtab *wt) { PTAB_BODY(v8f) }
+__attribute__((target("avx2"))) static void scan_pairs_avx2(const uint64_t *po, const ptab *pt, const wtab *wt,
+                                                            float *be, int32_t *bq) {
+    const char *A = (const char *)pt->a, *T = (const char *)wt->t;
+    __m256 b0 = _mm256_set1_ps(INFINITY), b1 = b0;
+    __m256i q0 = _mm256_setzero_si256(), q1 = q0, qv = q0;
+    const __m256i one = _mm256_set1_epi32(1);
+    for (int q = 0; q < 256; q++) {
+        uint64_t o = po[q];
+        const float *p0 = (const float *)(A + (o & 0xFFFF)), *p2 = (const float *)(T + ((o >> 16) & 0xFFFF));
+        const float *p3 = (const float *)(T + (o >> 32));
+        __m256 e0 = _mm256_add_ps(_mm256_loadu_ps(p0), _mm256_add_ps(_mm256_loadu_ps(p2), _mm256_loadu_ps(p3)));
+        __m256 e1 =
+            _mm256_add_ps(_mm256_loadu_ps(p0 + 8), _mm256_add_ps(_mm256_loadu_ps(p2 + 8), _mm256_loadu_ps(p3 + 8)));
+        __m256 l0 = _mm256_cmp_ps(e0, b0, _CMP_LT_OQ), l1 = _mm256_cmp_ps(e1, b1, _CMP_LT_OQ);
+        b0 = _mm256_min_ps(e0, b0), b1 = _mm256_min_ps(e1, b1);
+        q0 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(q0), _mm256_castsi256_ps(qv), l0));
+        q1 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(q1), _mm256_castsi256_ps(qv), l1));
+        qv = _mm256_add_epi32(qv, one);
+    }
+    _mm256_storeu_ps(be, b0), _mm256_storeu_ps(be + 8, b1);
+    _mm256_storeu_si256((__m256i *)bq, q0), _mm256_storeu_si256((__m256i *)(bq + 8), q1);
+}
+__attribute__((target("avx2"))) static void wtab_fill_avx2(wtab *wt, const float *x, const float *h, const float *m,
+                                                           float s) {
+    float b[4][GQ], c[4][GQ];
+    word_coefs(x, h, m, s, b, c, wt->base);
+    TABLE_BODY(v8f, 8)
+}
+static void (*scan)(const uint16_t (*)[4], const wtab *, float *, int32_t *);
+static void (*wtab_fill)(wtab *, const float *, const float *, const float *, float);
+static void (*scan_pairs)(const uint64_t *, const ptab *, const wtab *, float *, int32_t *);
+static void (*ptab_fill)(ptab *, const wtab *);
 static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
-static void pick(void) { nearest = __builtin_cpu_supports("avx2") ? nearest8 : nearest4; }
+static void pick(void) {
+    int avx2 = __builtin_cpu_supports("avx2");
+    scan = avx2 ? scan_avx2 : scan_c;
+    wtab_fill = avx2 ? wtab_fill_avx2 : wtab_fill_c;
+    scan_pairs = avx2 ? scan_pairs_avx2 : scan_pairs_c;
+    ptab_fill = avx2 ? ptab_fill_avx2 : ptab_fill_c;
+}
 #else
-static int (*const nearest)(const book *, const float *, const float *, float *) = nearest4;
+static void (*const scan)(const uint16_t (*)[4], const wtab *, float *, int32_t *) = scan_c;
+static void (*const wtab_fill)(wtab *, const float *, const float *, const float *, float) = wtab_fill_c;
+static void (*const scan_pairs)(const uint64_t *, const ptab *, const wtab *, float *, int32_t *) = scan_pairs_c;
+static void (*const ptab_fill)(ptab *, const wtab *) = ptab_fill_c;
 static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
 static void pick(void) {}
 #endif
+
+/* The group's error from its words' minima, summed as the direct search did. */
+static float group_err(const wtab *wt, const float *e) {
+    float tot = 0;
+    for (int w = 0; w < GQ; w++) {
+        float t = wt->base[w] + e[w];
+        tot += t > 0 ? t : 0;
+    }
+    return tot;
+}
 
 static float search(const void *ctx, const float *x, const float *h, const float *m, int n, float s,
                     uint8_t *codes, float *u) {
     (void)n;
     const book *bk = (const book *)ctx;
-    float tot = 0;
+    _Alignas(64) wtab wt; /* 64: an entry of 16 floats then fills one cache line */
+    float e[GQ];
+    int32_t q[GQ];
+    wtab_fill(&wt, x, h, m, s);
+    scan(bk->off, &wt, e, q);
     for (int w = 0; w < GQ; w++) {
-        float b[4], c[4], base = 0;
-        for (int j = 0; j < 4; j++) {
-            int k = 4 * w + j;
-            float a = m ? s * m[k] : s;
-            b[j] = h[k] * a * a;
-            c[j] = -2.0f * h[k] * a * x[k];
-            base += h[k] * x[k] * x[k];
-        }
-        float e;
-        int q = nearest(bk, b, c, &e);
-        codes[w] = (uint8_t)q;
-        for (int j = 0; j < 4; j++) u[4 * w + j] = bk->u[j][q];
-        float t = base + e;
-        tot += t > 0 ? t : 0;
+        codes[w] = (uint8_t)q[w];
+        memcpy(u + 4 * w, bk->u[q[w]], sizeof bk->u[0]);
     }
-    return tot;
+    return group_err(&wt, e);
 }
 
 #define NCAND 96  /* candidate lines ranked on a sample of the row */
@@ -233,8 +406,13 @@ static float search(const void *ctx, const float *x, const float *h, const float
 #define NSAMPLE 8 /* groups of the sample */
 
 typedef struct {
-    book bk;
-    float s[]; /* per group: guessed scale, then per-candidate work */
+    uint64_t po1[NCAND][256];     /* stage 1's lines (the po of each one's book) */
+    book bk[NMID];                /* stage 2's lines */
+    wtab wt;                      /* one group's terms */
+    ptab pt;                      /* and its pair sums */
+    float lut[1024];              /* a line's decoded vectors */
+    float se[NCAND][NSAMPLE];     /* stage 1's error per line and sample group, reused by stage 2 */
+    float s[];                    /* per group: guessed scale, then per-candidate work */
 } work206;
 
 static const grp_coder coder_proto = {
@@ -277,27 +455,39 @@ static void encode_row(const float *x, const float *h, const float *m, int64_t K
     uint8_t *bcodes = codes + ng * GQ;
     uint16_t *local = (uint16_t *)(bcodes + ng * GQ), *blocal = local + ng;
     grp_coder gc = coder_proto;
-    gc.ctx = &wk->bk;
+    float e16[GQ];
+    int32_t q16[GQ];
+#define XG(g) x + (g) * G, h + (g) * G, m ? m + (g) * G : NULL
 
-    for (int64_t g = 0; g < ng; g++) sg[g] = gc.alpha * grp_rms(x + g * G, h + g * G, m ? m + g * G : NULL, G);
-    /* The sample: NSAMPLE groups spread over the row. */
+    for (int64_t g = 0; g < ng; g++) sg[g] = gc.alpha * grp_rms(XG(g), G);
+    /* Stage 1: every candidate line on a sample of NSAMPLE groups spread over the row. Group by group,
+     * so that the group's tables (40 KB read) stay close while the 96 lines' offsets stream past; each
+     * line's total is then summed over the sample in order. */
     int64_t ns = ng < NSAMPLE ? ng : NSAMPLE;
     rng_t rng;
     rng_seed(&rng, 0x2060000ull + (uint64_t)r);
     float ccs[NCAND], czp[NCAND], cerr[NCAND];
-    uint8_t tc[GQ];
-    float tu[G];
     for (int c = 0; c < NCAND; c++) {
         candidate(&rng, &ccs[c], &czp[c]);
-        book_fill(&wk->bk, ccs[c], czp[c]);
-        float e = 0;
-        for (int64_t i = 0; i < ns; i++) {
-            int64_t g = i * ng / ns;
-            e += search(&wk->bk, x + g * G, h + g * G, m ? m + g * G : NULL, G, sg[g], tc, tu);
+        build_lut(ccs[c], czp[c], wk->lut);
+        pairs_fill(wk->po1[c], wk->lut);
+    }
+    for (int64_t i = 0; i < ns; i++) {
+        wtab_fill(&wk->wt, XG(i * ng / ns), sg[i * ng / ns]);
+        ptab_fill(&wk->pt, &wk->wt);
+        for (int c = 0; c < NCAND; c++) {
+            scan_pairs(wk->po1[c], &wk->pt, &wk->wt, e16, q16);
+            wk->se[c][i] = group_err(&wk->wt, e16);
         }
+    }
+    for (int c = 0; c < NCAND; c++) {
+        float e = 0;
+        for (int64_t i = 0; i < ns; i++) e += wk->se[c][i];
         cerr[c] = e;
     }
-    /* Stage 2: the best few of the sample, on the whole row at the guessed scales. */
+    /* Stage 2: the best few of the sample, on the whole row at the guessed scales. Each line's sum
+     * runs over the groups in order, as when the lines were scored one after the other; the sample
+     * groups' terms are stage 1's. */
     int nmid = NMID < NCAND ? NMID : NCAND;
     int mid[NMID];
     float merr[NMID];
@@ -307,10 +497,21 @@ static void encode_row(const float *x, const float *h, const float *m, int64_t K
             if (cerr[j] == cerr[j] && (c < 0 || cerr[j] < cerr[c])) c = j;
         cerr[c] = NAN; /* taken */
         mid[i] = c;
-        book_fill(&wk->bk, ccs[c], czp[c]);
-        float e = 0;
-        for (int64_t g = 0; g < ng; g++) e += search(&wk->bk, x + g * G, h + g * G, m ? m + g * G : NULL, G, sg[g], tc, tu);
-        merr[i] = e;
+        book_fill(&wk->bk[i], ccs[c], czp[c]);
+        merr[i] = 0;
+    }
+    for (int64_t g = 0, si = 0; g < ng; g++) {
+        if (si < ns && g == si * ng / ns) {
+            for (int i = 0; i < nmid; i++) merr[i] += wk->se[mid[i]][si];
+            si++;
+            continue;
+        }
+        wtab_fill(&wk->wt, XG(g), sg[g]);
+        ptab_fill(&wk->pt, &wk->wt);
+        for (int i = 0; i < nmid; i++) {
+            scan_pairs(wk->bk[i].po, &wk->pt, &wk->wt, e16, q16);
+            merr[i] += group_err(&wk->wt, e16);
+        }
     }
     /* Stage 3: the best NFULL encoded in full (scales searched, super and local scales chosen). */
     double best = INFINITY;
@@ -322,7 +523,7 @@ static void encode_row(const float *x, const float *h, const float *m, int64_t K
             if (merr[j] == merr[j] && (i < 0 || merr[j] < merr[i])) i = j;
         merr[i] = NAN;
         int c = mid[i];
-        book_fill(&wk->bk, ccs[c], czp[c]);
+        gc.ctx = &wk->bk[i];
         uint16_t sup;
         double e = grp_encode_row(&gc, x, h, m, K, gwork, codes, local, &sup);
         if (e < best) {
@@ -331,6 +532,7 @@ static void encode_row(const float *x, const float *h, const float *m, int64_t K
             memcpy(blocal, local, sizeof(uint16_t) * (size_t)ng);
         }
     }
+#undef XG
     memcpy(part_w(t, 0) + r * (K / 4), bcodes, (size_t)(ng * GQ));
     uint8_t *lrow = part_w(t, 1) + r * ((K + 127) / 128);
     memset(lrow, 0, (size_t)((K + 127) / 128));

@@ -66,34 +66,81 @@ static float dot1(const rowctx *rc, int64_t k0, const float *x) {
     return s * (hsum4(a0 + a1) + (float)((w9 >> 13) - 4) * x[63]);
 }
 
-/* Exact codes for one group at scale s: Viterbi for each half of each word, weight 63 by itself. */
-static float search(const void *ctx, const float *x, const float *h, const float *m, int n, float s,
-                    uint8_t *codes, float *u) {
-    (void)ctx, (void)n;
-    float cost[64 * 8];
-    for (int k = 0; k < 64; k++) {
-        float a = m ? s * m[k] : s;
-        for (int v = 0; v < 8; v++) {
-            float d = x[k] - a * (float)(v - 4);
-            cost[k * 8 + v] = h[k] * d * d;
-        }
-    }
+/* Exact codes for one group at scale s: Viterbi for each half of each word, weight 63 by itself. The
+ * 9 words are independent searches, so they run side by side in vector lanes (CONV_SEARCH_LANES: the
+ * same additions and comparisons as conv_search, so the same codes and sums bit for bit); the costs
+ * are computed per lane by the formula the scalar search used, h (x - a (v - 4))^2. */
+#define NZ 16 /* lanes: the 9 words, padded to a multiple of 8 (padding lanes cost 0, unused) */
+#define CVA_(i, v) cv[i][v]
+#define CVB_(i, v) cv[3 + (i)][v]
+#define SEARCH_BODY(VF, VI, W)                                                                                 \
+    float X[7][NZ] = {{0}}, H[7][NZ] = {{0}}, A[7][NZ] = {{0}}, fa[NZ], fb[NZ];                                \
+    int32_t ca[NZ], cb[NZ];                                                                                    \
+    for (int k = 0; k < 63; k++) X[k % 7][k / 7] = x[k], H[k % 7][k / 7] = h[k], A[k % 7][k / 7] = m ? s * m[k] : s; \
+    for (int b = 0; b < NZ; b += (W)) {                                                                        \
+        VF cv[7][8], xv, hv, av, f;                                                                            \
+        VI c;                                                                                                  \
+        for (int i = 0; i < 7; i++) {                                                                          \
+            memcpy(&xv, &X[i][b], sizeof xv), memcpy(&hv, &H[i][b], sizeof hv), memcpy(&av, &A[i][b], sizeof av); \
+            for (int v = 0; v < 8; v++) {                                                                      \
+                VF d = xv - av * (float)(v - 4);                                                               \
+                cv[i][v] = hv * d * d;                                                                         \
+            }                                                                                                  \
+        }                                                                                                      \
+        CONV_SEARCH_LANES(VF, VI, 3, 3, 2, CVA_, f, c);                                                        \
+        memcpy(fa + b, &f, sizeof f), memcpy(ca + b, &c, sizeof c);                                            \
+        CONV_SEARCH_LANES(VF, VI, 3, 4, 2, CVB_, f, c);                                                        \
+        memcpy(fb + b, &f, sizeof f), memcpy(cb + b, &c, sizeof c);                                            \
+    }                                                                                                          \
+    return finish(x, h, m, s, fa, fb, ca, cb, codes, u);
+
+/* Sums the words' minima in word order, each word's (3,3,2) half then its (3,4,2) half (as the scalar
+ * search did), writes the codes and values, and adds weight 63 with its local scale bits left 0. */
+static float finish(const float *x, const float *h, const float *m, float s, const float *fa, const float *fb,
+                    const int32_t *ca, const int32_t *cb, uint8_t *codes, float *u) {
+    static const int sh[7] = {13, 11, 9, 6, 4, 2, 0};
     float tot = 0;
     for (int z = 0; z < 9; z++) {
-        uint32_t ca, cb;
-        tot += conv_search(3, 3, 2, cost + 7 * z * 8, &ca);
-        tot += conv_search(3, 4, 2, cost + (7 * z + 3) * 8, &cb);
-        uint16_t w = (uint16_t)((ca << 9) | cb);
+        tot += fa[z];
+        tot += fb[z];
+        uint16_t w = (uint16_t)(((uint32_t)ca[z] << 9) | (uint32_t)cb[z]);
         st_u16(codes + 2 * z, w);
-        static const int sh[7] = {13, 11, 9, 6, 4, 2, 0};
         for (int i = 0; i < 7; i++) u[7 * z + i] = (float)((int)((w >> sh[i]) & 7) - 4);
+    }
+    float a = m ? s * m[63] : s, c63[8];
+    for (int v = 0; v < 8; v++) {
+        float d = x[63] - a * (float)(v - 4);
+        c63[v] = h[63] * d * d;
     }
     int bv = 0;
     for (int v = 1; v < 8; v++)
-        if (cost[63 * 8 + v] < cost[63 * 8 + bv]) bv = v;
+        if (c63[v] < c63[bv]) bv = v;
     st_u16(codes + 18, (uint16_t)(bv << 13));
     u[63] = (float)(bv - 4);
-    return tot + cost[63 * 8 + bv];
+    return tot + c63[bv];
+}
+
+static float search_c(const float *x, const float *h, const float *m, float s, uint8_t *codes, float *u) {
+    SEARCH_BODY(v4f, v4i, 4)
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) static float search_avx2(const float *x, const float *h, const float *m, float s,
+                                                         uint8_t *codes, float *u) {
+    SEARCH_BODY(v8f, v8i, 8)
+}
+static float (*search_fn)(const float *, const float *, const float *, float, uint8_t *, float *);
+static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
+static void pick(void) { search_fn = __builtin_cpu_supports("avx2") ? search_avx2 : search_c; }
+#else
+static float (*const search_fn)(const float *, const float *, const float *, float, uint8_t *, float *) = search_c;
+static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
+static void pick(void) {}
+#endif
+
+static float search(const void *ctx, const float *x, const float *h, const float *m, int n, float s,
+                    uint8_t *codes, float *u) {
+    (void)ctx, (void)n;
+    return search_fn(x, h, m, s, codes, u);
 }
 
 static const grp_coder coder = {
@@ -107,6 +154,7 @@ static void encode_row(const float *x, const float *h, const float *m, int64_t K
     int64_t ng = K / G;
     uint8_t *q = part_w(t, 0) + r * ng * GW * 2;
     uint16_t *local = (uint16_t *)((uint8_t *)work + grp_row_scratch(&coder, K)), sup;
+    pthread_once(&pick_once, pick);
     grp_encode_row(&coder, x, h, m, K, work, q, local, &sup);
     for (int64_t g = 0; g < ng; g++) {
         uint8_t *w9 = q + g * GW * 2 + 18;

@@ -59,33 +59,78 @@ static float dot1(const rowctx *rc, int64_t k0, const float *x) {
     return s * (hsum4(a0 + a1) + (float)((b[21] >> 4) - 8) * x[63]);
 }
 
-/* Exact codes for one group at scale s: Viterbi per byte, the free weight 63 by itself. */
-static float search(const void *ctx, const float *x, const float *h, const float *m, int n, float s,
+/* Exact codes for one group at scale s: Viterbi per byte, the free weight 63 by itself. The 21 bytes
+ * are independent searches, so they run side by side in vector lanes (CONV_SEARCH_LANES: the same
+ * additions and comparisons as conv_search, so the same codes and sums bit for bit); the costs are
+ * computed per lane by the formula the scalar search used, h (x - a (v - 8))^2. */
+#define NB 24 /* lanes: the 21 code bytes, padded to a multiple of 8 (padding lanes cost 0, unused) */
+#define CV_(i, v) cv[i][v]
+#define SEARCH_BODY(VF, VI, W)                                                                                    \
+    float X[3][NB] = {{0}}, H[3][NB] = {{0}}, A[3][NB] = {{0}}, fb[NB];                                           \
+    int32_t cw[NB];                                                                                               \
+    for (int k = 0; k < 63; k++) X[k % 3][k / 3] = x[k], H[k % 3][k / 3] = h[k], A[k % 3][k / 3] = m ? s * m[k] : s; \
+    for (int b = 0; b < NB; b += (W)) {                                                                           \
+        VF cv[3][16], xv, hv, av, f;                                                                              \
+        VI c;                                                                                                     \
+        for (int i = 0; i < 3; i++) {                                                                             \
+            memcpy(&xv, &X[i][b], sizeof xv), memcpy(&hv, &H[i][b], sizeof hv), memcpy(&av, &A[i][b], sizeof av); \
+            for (int v = 0; v < 16; v++) {                                                                        \
+                VF d = xv - av * (float)(v - 8);                                                                  \
+                cv[i][v] = hv * d * d;                                                                            \
+            }                                                                                                     \
+        }                                                                                                         \
+        CONV_SEARCH_LANES(VF, VI, 4, 3, 2, CV_, f, c);                                                            \
+        memcpy(fb + b, &f, sizeof f), memcpy(cw + b, &c, sizeof c);                                               \
+    }                                                                                                             \
+    return finish(x, h, m, s, fb, cw, codes, u);
+
+/* Sums the bytes' minima in byte order (as the scalar search did), writes the codes and values, and
+ * adds weight 63 with its local-scale neighbour left 0. */
+static float finish(const float *x, const float *h, const float *m, float s, const float *fb, const int32_t *cw,
                     uint8_t *codes, float *u) {
-    (void)ctx, (void)n;
-    float cost[64 * 16];
-    for (int k = 0; k < 64; k++) {
-        float a = m ? s * m[k] : s;
-        for (int v = 0; v < 16; v++) {
-            float d = x[k] - a * (float)(v - 8);
-            cost[k * 16 + v] = h[k] * d * d;
-        }
-    }
     float tot = 0;
     for (int j = 0; j < 21; j++) {
-        uint32_t c;
-        tot += conv_search(4, 3, 2, cost + j * 48, &c);
+        uint32_t c = (uint32_t)cw[j];
+        tot += fb[j];
         codes[j] = (uint8_t)c;
         u[3 * j] = (float)((int)(c >> 4) - 8);
         u[3 * j + 1] = (float)((int)((c >> 2) & 15) - 8);
         u[3 * j + 2] = (float)((int)(c & 15) - 8);
     }
+    float a = m ? s * m[63] : s, c63[16];
+    for (int v = 0; v < 16; v++) {
+        float d = x[63] - a * (float)(v - 8);
+        c63[v] = h[63] * d * d;
+    }
     int bv = 0;
     for (int v = 1; v < 16; v++)
-        if (cost[63 * 16 + v] < cost[63 * 16 + bv]) bv = v;
+        if (c63[v] < c63[bv]) bv = v;
     codes[21] = (uint8_t)(bv << 4);
     u[63] = (float)(bv - 8);
-    return tot + cost[63 * 16 + bv];
+    return tot + c63[bv];
+}
+
+static float search_c(const float *x, const float *h, const float *m, float s, uint8_t *codes, float *u) {
+    SEARCH_BODY(v4f, v4i, 4)
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2"))) static float search_avx2(const float *x, const float *h, const float *m, float s,
+                                                         uint8_t *codes, float *u) {
+    SEARCH_BODY(v8f, v8i, 8)
+}
+static float (*search_fn)(const float *, const float *, const float *, float, uint8_t *, float *);
+static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
+static void pick(void) { search_fn = __builtin_cpu_supports("avx2") ? search_avx2 : search_c; }
+#else
+static float (*const search_fn)(const float *, const float *, const float *, float, uint8_t *, float *) = search_c;
+static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
+static void pick(void) {}
+#endif
+
+static float search(const void *ctx, const float *x, const float *h, const float *m, int n, float s,
+                    uint8_t *codes, float *u) {
+    (void)ctx, (void)n;
+    return search_fn(x, h, m, s, codes, u);
 }
 
 static const grp_coder coder = {
@@ -99,6 +144,7 @@ static void encode_row(const float *x, const float *h, const float *m, int64_t K
     int64_t ng = K / G;
     uint8_t *q = part_w(t, 0) + r * ng * GB;
     uint16_t *local = (uint16_t *)((uint8_t *)work + grp_row_scratch(&coder, K)), sup;
+    pthread_once(&pick_once, pick);
     grp_encode_row(&coder, x, h, m, K, work, q, local, &sup);
     for (int64_t g = 0; g < ng; g++) q[g * GB + 21] = (uint8_t)((q[g * GB + 21] & 0xF0) | local[g]);
     st_u16(part_w(t, 1) + 2 * r, sup);

@@ -34,12 +34,63 @@ static inline const uint8_t *part_r(const ccq_tensor *t, int i) { return (const 
 
 /* Four floats in a register (SSE, NEON): the fused one-vector products use them. */
 typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+/* Eight lanes: only for functions compiled with target("avx2") (GCC splits them badly elsewhere). */
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 static inline v4f ld4(const float *p) {
     v4f v;
     memcpy(&v, p, sizeof v);
     return v;
 }
 static inline float hsum4(v4f v) { return (v[0] + v[2]) + (v[1] + v[3]); }
+
+/* conv_search (codes.h) on several independent problems at once, one per vector lane: cost(i, v) is
+ * the VF vector of window i's costs at value v for every lane (VI: the matching int32 vector). It makes
+ * conv_search's additions and strict comparisons in conv_search's order, lane by lane, so every lane
+ * gets exactly the code word (ties included) and the float minimum conv_search returns; only the
+ * branches are gone, which made the scalar search slow (it mispredicted on every other candidate).
+ * Sets fbest (VF) and code (VI). L, N, S: compile-time constants. */
+#define CONV_SEARCH_LANES(VF, VI, L, N, S, cost, fbest, code)                                             \
+    do {                                                                                                  \
+        enum { NV_ = 1 << (L), NS_ = 1 << ((L) - (S)) };                                                  \
+        VF f_[NS_], g_[NS_];                                                                              \
+        VI bp_[(N)][NS_], z_ = {0};                                                                       \
+        for (int s_ = 0; s_ < NS_; s_++) f_[s_] = cost(0, s_), bp_[0][s_] = z_ + s_;                     \
+        for (int v_ = NS_; v_ < NV_; v_++) {                                                              \
+            VF c_ = cost(0, v_);                                                                          \
+            VI lt_ = c_ < f_[v_ & (NS_ - 1)];                                                             \
+            f_[v_ & (NS_ - 1)] = (VF)(((VI)c_ & lt_) | ((VI)f_[v_ & (NS_ - 1)] & ~lt_));                  \
+            bp_[0][v_ & (NS_ - 1)] = ((z_ + v_) & lt_) | (bp_[0][v_ & (NS_ - 1)] & ~lt_);                \
+        }                                                                                                 \
+        for (int i_ = 1; i_ < (N); i_++) {                                                                \
+            for (int s_ = 0; s_ < NS_; s_++) g_[s_] = f_[s_ >> (S)] + cost(i_, s_), bp_[i_][s_] = z_ + s_; \
+            for (int v_ = NS_; v_ < NV_; v_++) {                                                          \
+                VF c_ = f_[v_ >> (S)] + cost(i_, v_);                                                     \
+                VI lt_ = c_ < g_[v_ & (NS_ - 1)];                                                         \
+                g_[v_ & (NS_ - 1)] = (VF)(((VI)c_ & lt_) | ((VI)g_[v_ & (NS_ - 1)] & ~lt_));              \
+                bp_[i_][v_ & (NS_ - 1)] = ((z_ + v_) & lt_) | (bp_[i_][v_ & (NS_ - 1)] & ~lt_);          \
+            }                                                                                             \
+            memcpy(f_, g_, sizeof f_);                                                                    \
+        }                                                                                                 \
+        VF b_ = f_[0];                                                                                    \
+        VI bs_ = z_;                                                                                      \
+        for (int s_ = 1; s_ < NS_; s_++) {                                                                \
+            VI lt_ = f_[s_] < b_;                                                                         \
+            b_ = (VF)(((VI)f_[s_] & lt_) | ((VI)b_ & ~lt_));                                              \
+            bs_ = ((z_ + s_) & lt_) | (bs_ & ~lt_);                                                       \
+        }                                                                                                 \
+        /* walk back: window i's top L-S bits are window i-1's state */                                  \
+        VI st_ = bs_, vv_[(N)];                                                                           \
+        for (int i_ = (N) - 1; i_ >= 0; i_--) {                                                           \
+            VI v_ = z_;                                                                                   \
+            for (int s_ = 0; s_ < NS_; s_++) v_ |= bp_[i_][s_] & (st_ == (z_ + s_));                      \
+            vv_[i_] = v_, st_ = v_ >> (S);                                                                \
+        }                                                                                                 \
+        VI cw_ = vv_[0];                                                                                  \
+        for (int i_ = 1; i_ < (N); i_++) cw_ = (cw_ << (S)) | (vv_[i_] & ((1 << (S)) - 1));              \
+        (fbest) = b_, (code) = cw_;                                                                       \
+    } while (0)
 
 /* ---- per-row decoding state ---- */
 
