@@ -1,14 +1,17 @@
-/* kernels/cuda/qgemv.cu: batch-1 products y = W x of quantized weights with one bf16 vector, and the MoE
- * expert products, at the speed of the memory. One kernel template, one small struct per format.
+/* kernels/cuda/qgemv.cu: products y = W x of quantized weights with bf16 activations for one token and
+ * small batches (up to 64 tokens), and the MoE expert products, at the speed of the memory. Two kernel
+ * templates: the row-major kernel (qgemv_kernel, bf16 / wint8 / wint4 as stored) and the tiled kernel
+ * (qt_kernel, ccq2.75 / ccq2.5 / ccq2.06 in the load-time layout of qlayout.cuh), one small struct per
+ * format.
  *
  * Why the tensor cores at batch 1. A 2-bit weight byte carries 3 to 4 weights; at 3 TB/s an H100 has
  * about 11 lane-operations per weight byte for everything (spec/ccq.md section 7), and integer work
- * (shifts, masks, permutes) runs on a 16-lane pipe, at half that rate. A multiply-add per weight on the ALUs would
- * eat the budget by itself. So the ALUs only decode: each format turns its bytes into bf16 pairs
- * "offset + v" with shifts, one masked OR, and exponent bits set by constants (no conversions), and
- * mma.sync m16n8k16 (bf16 x bf16 -> fp32) does the multiply-adds and most of the reduction. Products
- * of bf16 values are exact in fp32, so the result is an fp32 dot product of the decoded weights with
- * the bf16 activations; the offsets are removed afterwards with precomputed sums of x (below).
+ * (shifts, masks, permutes) runs on a 16-lane pipe, at half that rate. A multiply-add per weight on the
+ * ALUs would eat the budget by itself. So the ALUs only decode: each format turns its bytes into bf16
+ * pairs "offset + v" with shifts, one masked OR, and exponent bits set by constants (no conversions),
+ * and mma.sync m16n8k16 (bf16 x bf16 -> fp32) does the multiply-adds and most of the reduction.
+ * Products of bf16 values are exact in fp32, so the result is an fp32 dot product of the decoded
+ * weights with the bf16 activations; the offsets are removed with precomputed sums of x (below).
  *
  * Tile and fragments. A warp owns a tile of 16 weight rows (mma M = 16; the 8 lanes g = lane/4 hold
  * rows g and g+8) and walks K. In one step every lane supplies 4 k-slots of each of its two rows
@@ -17,45 +20,45 @@
  * ours to choose, as long as A and B agree: each format picks the order that makes its decode
  * cheapest, and x is copied into shared memory in that order ("xs", once per block).
  *
- * Lane streams in separate output columns. The 4 lanes t of a row each read their own 16-byte piece
- * of the row ("lane-chunk"): 4 consecutive lane-chunks form a 64-byte run per row, so the 8 rows of a
- * warp-wide load touch 16 whole 32-byte sectors. For group formats a lane-chunk is one whole group of
- * 64 weights, so the 4 lanes of a row hold 4 different groups with 4 different scales. The trick:
- * mma's B has 8 columns and we need one; lane (g,t) provides column g of B, so we let only the lanes
- * with g == t load x (the others keep zeros). Column n of the result then holds the products of lane
- * t = n alone: C[row][n] is a per-group partial sum, and the group scale is applied to it afterwards
- * (two FFMA per group and row) instead of to every weight.
+ * Lane streams in separate output columns (batch 1). mma's B has 8 columns and one token needs one;
+ * lane (g,t) provides column g of B, so only some lanes load x and the others give zeros: column n of
+ * the result then holds the products of one lane alone, a partial sum to which a per-group scale can be
+ * applied afterwards (two FFMA per group and row) instead of to every weight. In the row-major kernel
+ * the 4 lanes t of a row each read their own 16-byte piece ("lane-chunk") and lanes g == t give x. In
+ * the tiled kernel all lanes of a row work on the same group, and lanes g == t and g == t + 4 give x
+ * for alternate groups (see the tiled section). Batches use B's columns for real tokens.
  *
  * Offsets. A decoded slot holds off + v (e.g. 128 + v for a 6-bit field v: bf16 0x4300 | v) so that
- * building it takes no arithmetic; the product picks up off * sum(x) per group, which the block
- * precomputes (S[chunk], from the same bf16 x, in fp32) and subtracts before scaling. The offsets are
- * kept within a few times the weight range so the cancellation costs under a bit of fp32 precision.
+ * building it takes no arithmetic; the product picks up off * sum(x), which the block precomputes
+ * (from the same bf16 x, in fp32) and removes. The offsets are kept within a few times the weight range
+ * so the cancellation costs under a bit or two of fp32 precision.
  *
  * Memory pipeline. Weights are read once, with 16-byte cp.async copies into a small ring per warp in
  * shared memory (3 or 4 stages, a flat stream across the warp's tiles, so tile boundaries never drain
- * it); a lane reads back only what it copied, so cp.async.wait_group is the only synchronisation.
- * (Register double buffers were tried first: a register that a pending load writes cannot be moved
- * without waiting for the load, and fully unrolled copies overflowed the instruction cache.) Each
- * copy carries an L2::256B prefetch hint: a warp takes 64 bytes of each of its 16 rows per step, and
- * without the hint nearly every such access opens a DRAM page; with it, bf16 went from 65% to 96% of
- * the copy bandwidth (docs/perf-notes.md). Side data (tails, local scales) uses 4-byte copies.
+ * it). (Register double buffers were tried first: a register that a pending load writes cannot be
+ * moved without waiting for the load, and fully unrolled copies overflowed the instruction cache.) The
+ * row-major kernel's copies carry an L2::256B prefetch hint: a warp takes 64 bytes of each of its 16
+ * rows per step, and without the hint nearly every such access opens a DRAM page; with it, bf16 went
+ * from 65% to 96% of the copy bandwidth (docs/perf-notes.md). The tiled kernel copies whole contiguous
+ * blocks and needs no hint.
  *
  * Work split. Items are (tile, split): the split is a K range (plain products and gate/up when there
- * are too few tiles to fill the GPU) or an expert slot (down projection). A block serves one split
- * (so it copies one piece of x) and its 8 warps take tiles round-robin. With more than one split, each
- * warp writes fp32 partials to the workspace and the last warp to finish a tile (an atomic counter)
- * adds them in split order and writes the output: deterministic, one launch.
+ * are too few tiles to fill the GPU, and batches whose x does not fit in shared memory whole) or an
+ * expert slot (down projection). A block serves one split (so it copies one piece of x) and its 8 warps
+ * take tiles round-robin. With more than one split, each warp writes fp32 partials to the workspace
+ * and the last warp to finish a tile (an atomic counter) adds them in split order and writes the
+ * output: deterministic, one launch.
  *
  * Formats (slot order and offset in each struct): bf16 (as stored), wint8 (two mma per step: high
- * nibble x 16 and low nibble), wint4, ccq2.06 (code computed with fmaf and the floor done by adding a
- * power of two in round-down mode, fields placed with two IMADs), ccq2.75 and ccq2.5 (kernel layout
- * made by qmat_repack: 16-byte group heads plus tails; dummy slots with x = 0 absorb the odd counts).
- * A second ccq2.06 kernel decodes through per-row lookup tables in shared memory (off by default:
- * measured slower, see q206_table_kernel).
+ * nibble x 16 and low nibble), wint4; tiled: ccq2.75, ccq2.5 (shifts, masks and byte permutes), ccq2.06
+ * (code computed with fmaf and the floor done by adding a power of two in round-down mode, fields
+ * placed with two IMADs). The row-major kernel keeps hooks for grouped formats and side data (GROUPED,
+ * ROWCONST, SIDE) that no format uses now that the ccq formats are tiled.
  *
- * Must never: read a weight byte twice, depend on the order blocks finish in for its result, or use
- * more than 85 registers (3 blocks of 256 threads per SM; the table kernel 2). */
+ * Must never: read a weight byte twice, or depend on the order blocks finish in for its result. Register
+ * budgets: the row-major kernel 85 (3 blocks of 256 threads per SM), the tiled kernel 128 at batch 1. */
 #include "kernels/cuda/qgemv.h"
+#include "kernels/cuda/qlayout.cuh"
 
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -165,9 +168,18 @@ __device__ __forceinline__ void cp16(void *sdst, const void *gsrc) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(gsrc));
 #endif
 }
-__device__ __forceinline__ void cp4(void *sdst, const void *gsrc) {
+/* The tiled kernels read whole contiguous blocks, so the L2 prefetch hint that the row-major kernels
+ * need for DRAM page locality only adds L2 work there (QGEMV_TILED_L2_PREFETCH=256 restores it). */
+#ifndef QGEMV_TILED_L2_PREFETCH
+#define QGEMV_TILED_L2_PREFETCH 0
+#endif
+__device__ __forceinline__ void cp16t(void *sdst, const void *gsrc) {
     uint32_t d = (uint32_t)__cvta_generic_to_shared(sdst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(d), "l"(gsrc));
+#if QGEMV_TILED_L2_PREFETCH == 256
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(d), "l"(gsrc));
+#else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(gsrc));
+#endif
 }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
@@ -275,179 +287,6 @@ struct FWint4 {
         int j = 2 * (s & 1);
         a[0][0] = pr(w0, j, x.c16), a[0][1] = pr(w1, j, x.c16), a[0][2] = pr(w0, j + 1, x.c16),
         a[0][3] = pr(w1, j + 1, x.c16);
-    }
-};
-
-/* ccq2.06, direct decode: byte q -> code = floor(fmaf(q, cs, zp + 0.5)) exactly as FastDeploy. The floor
- * is an FADD in round-down mode with 2^23 (mantissa = floor(t)), 2^26 (floor(t/8) = code>>3) and 2^32
- * (floor(t/512) = v0): three clean shifted copies of the code, no conversion instruction. Then
- *   IMAD(m9, 2^16, m0): code in bits 0..14 and v0 in 16..21 -> pair (v3, v0)
- *   IMAD(m3, 2^13 + 1): v2 in bits 0..5 and v1 in 16..21 -> pair (v2, v1)
- * and one masked OR each gives bf16 pairs 128 + v. Valid encodings have every code in [0, 2^15).
- * About 10 instructions per byte: used where the table kernel below does not fit (the down projection,
- * very long K). */
-struct FCcq206 {
-    static constexpr int LW = 64, STEPS = 16, NMMA = 1;
-    static constexpr bool GROUPED = true, ROWCONST = true;
-    static constexpr float OFF = 160.f;
-    struct Raw {
-        uint4 h0, h1;
-        uint32_t l0, l1; /* local-scale bytes (lanes t < 2) */
-    };
-    static __device__ int kmap(int s, int j) {
-        const int o[4] = {3, 0, 2, 1};
-        return 4 * s + o[j];
-    }
-    /* side: the aligned 4 bytes holding the local-scale byte of groups gabs, gabs+1, and its bit offset */
-    static constexpr int SIDE = 2;
-    static __device__ __forceinline__ void issue(uint32_t *side, const KParams &p, const Rows &w, int, int gabs) {
-        int64_t b0 = w.l0 + (gabs >> 1), b1 = w.l1 + (gabs >> 1);
-        cp4(side, p.local + (b0 & ~(int64_t)3));
-        side[32] = (uint32_t)(b0 & 3) * 8;
-        cp4(side + 64, p.local + (b1 & ~(int64_t)3));
-        side[96] = (uint32_t)(b1 & 3) * 8;
-    }
-    static __device__ __forceinline__ void fetch(Raw &r, uint4 h0, uint4 h1, const uint32_t *side) {
-        r.h0 = h0, r.h1 = h1;
-        r.l0 = (side[0] >> side[32]) & 0xFF;
-        r.l1 = (side[64] >> side[96]) & 0xFF;
-    }
-    static __device__ __forceinline__ void pair2(uint32_t w, int b, float cs, float zp5, const Ctx &x, uint32_t &p1,
-                                                 uint32_t &p2) {
-        float q = __uint_as_float(__byte_perm(w, x.c4b, 0x7650 + b)) - 8388608.0f;
-        float t = fmaf(q, cs, zp5);
-        uint32_t m0 = __float_as_uint(__fadd_rd(t, 8388608.0f));
-        uint32_t m3 = __float_as_uint(__fadd_rd(t, 67108864.0f));
-        uint32_t m9 = __float_as_uint(__fadd_rd(t, 4294967296.0f));
-        p1 = and_or<0x003F003Fu>(m9 * 65536u + m0, x.c128);
-        p2 = and_or<0x003F003Fu>(m3 * 0x2001u, x.c128);
-    }
-    static __device__ __forceinline__ void a_regs(const Raw &r, int s, const Ctx &x, uint32_t (&a)[NMMA][4]) {
-        pair2(word_of(r.h0, s >> 2), s & 3, x.cs0, x.zp0, x, a[0][0], a[0][2]);
-        pair2(word_of(r.h1, s >> 2), s & 3, x.cs1, x.zp1, x, a[0][1], a[0][3]);
-    }
-    /* group gabs (even) is the high nibble, gabs+1 the low nibble of the byte */
-    static __device__ float2 locals(const Raw &r, int row) {
-        uint32_t b = row ? r.l1 : r.l0;
-        return make_float2((float)(b >> 4), (float)(b & 15));
-    }
-};
-
-/* ccq2.75 in the kernel layout: head = bytes 0..15 of the group, tail = bytes 16..19, tail2 = bytes 20
- * and 21 (v63 << 4 | local). Each byte holds windows w0 (bits 4..7), w1 (2..5), w2 (0..3); pairs are
- * (byte 0, byte 2) and (byte 1, byte 3) of a word: 6 pairs, 3 steps per word. Steps 0..11 head,
- * 12..14 tail, 15..16 the last byte's windows and v63 with dummy partners. 16 + w per slot. */
-struct FCcq275 {
-    static constexpr int LW = 64, STEPS = 17, NMMA = 1;
-    static constexpr bool GROUPED = true, ROWCONST = false;
-    static constexpr float OFF = 24.f;
-    struct Raw {
-        uint4 h0, h1;
-        uint32_t t0, t1; /* bytes 16..19 */
-        uint32_t u0, u1; /* bytes 20, 21 */
-        uint32_t l0, l1; /* tail2 of groups gabs, gabs+1 (lanes t < 2) */
-    };
-    static __device__ int kmap(int s, int j) {
-        if (s >= 15) {
-            if (j & 1) return -1;
-            return 60 + 2 * (s - 15) + (j >> 1);
-        }
-        int i = s / 3, m = s % 3, pidx = 2 * m + (j >> 1), half = j & 1;
-        int X = pidx % 3, byte = pidx < 3 ? (half ? 2 : 0) : (half ? 3 : 1);
-        return 3 * (4 * i + byte) + X;
-    }
-    /* side: bytes 16..19; the aligned word holding bytes 20, 21 and its bit offset; tail2 of gabs, gabs+1 */
-    static constexpr int SIDE = 4;
-    static __device__ __forceinline__ void issue1(uint32_t *side, const KParams &p, int64_t to, int c, int gabs) {
-        const uint16_t *t2 = (const uint16_t *)p.tail2;
-        int64_t u = to + c;
-        cp4(side, (const uint32_t *)p.tail + u);
-        cp4(side + 32, t2 + (u & ~(int64_t)1));
-        side[64] = (uint32_t)(u & 1) * 16;
-        cp4(side + 96, t2 + to + gabs);
-    }
-    static __device__ __forceinline__ void issue(uint32_t *side, const KParams &p, const Rows &w, int c, int gabs) {
-        issue1(side, p, w.t0, c, gabs);
-        issue1(side + 128, p, w.t1, c, gabs);
-    }
-    static __device__ __forceinline__ void fetch(Raw &r, uint4 h0, uint4 h1, const uint32_t *side) {
-        r.h0 = h0, r.h1 = h1;
-        r.t0 = side[0], r.u0 = (side[32] >> side[64]) & 0xFFFF, r.l0 = side[96];
-        r.t1 = side[128], r.u1 = (side[160] >> side[192]) & 0xFFFF, r.l1 = side[224];
-    }
-    static __device__ __forceinline__ uint32_t pr(uint32_t w, int pidx, uint32_t c) {
-        const int sh = pidx == 0 ? 1 : pidx == 1 ? -1 : pidx == 2 ? -3 : pidx == 3 ? 9 : pidx == 4 ? 7 : 5;
-        return and_or<0x00780078u>(shr(w, sh), c);
-    }
-    static __device__ __forceinline__ void a_regs(const Raw &r, int s, const Ctx &x, uint32_t (&a)[NMMA][4]) {
-        if (s < 15) {
-            uint32_t w0 = s < 12 ? word_of(r.h0, s / 3) : r.t0;
-            uint32_t w1 = s < 12 ? word_of(r.h1, s / 3) : r.t1;
-            int m = s % 3;
-            a[0][0] = pr(w0, 2 * m, x.c16), a[0][1] = pr(w1, 2 * m, x.c16);
-            a[0][2] = pr(w0, 2 * m + 1, x.c16), a[0][3] = pr(w1, 2 * m + 1, x.c16);
-        } else {
-            int p0 = 2 * (s - 15); /* s = 15: pairs 0, 1; s = 16: pairs 2, 3 (3 = byte 21's w0 = v63) */
-            a[0][0] = pr(r.u0, p0, x.c16), a[0][1] = pr(r.u1, p0, x.c16);
-            a[0][2] = pr(r.u0, p0 + 1, x.c16), a[0][3] = pr(r.u1, p0 + 1, x.c16);
-        }
-    }
-    static __device__ float2 locals(const Raw &r, int row) {
-        uint32_t b = row ? r.l1 : r.l0;
-        return make_float2((float)((b >> 8) & 15), (float)((b >> 24) & 15));
-    }
-};
-
-/* ccq2.5 in the kernel layout: head = words 0..7 of the group, tail = word 8 | word 9 << 16. Window m of
- * a word sits at bit {13,11,9,6,4,2,0}[m]; pairs take window m of the two words of a 32-bit load (16
- * bits apart): 7 pairs per load. Pairs 0..27 head, 28..34 tail (window m of word 8 with window m of word
- * 9, which is v63 for m = 0 and a dummy otherwise), pair 35 a dummy: 18 steps. 8 + v per slot. */
-struct FCcq25 {
-    static constexpr int LW = 64, STEPS = 18, NMMA = 1;
-    static constexpr bool GROUPED = true, ROWCONST = false;
-    static constexpr float OFF = 12.f;
-    struct Raw {
-        uint4 h0, h1;
-        uint32_t t0, t1;
-        uint2 l0, l1; /* tails of groups gabs, gabs+1 (lanes t < 2) */
-    };
-    static __device__ int kmap(int s, int j) {
-        int pidx = 2 * s + (j >> 1), half = j & 1;
-        if (pidx < 28) return 7 * (2 * (pidx / 7) + half) + pidx % 7;
-        if (pidx < 35) {
-            int m = pidx - 28;
-            return half == 0 ? 56 + m : (m == 0 ? 63 : -1);
-        }
-        return -1;
-    }
-    /* side: words 8, 9 of the lane's group; the tails of groups gabs, gabs+1 */
-    static constexpr int SIDE = 3;
-    static __device__ __forceinline__ void issue(uint32_t *side, const KParams &p, const Rows &w, int c, int gabs) {
-        const uint32_t *tl = (const uint32_t *)p.tail;
-        cp4(side, tl + w.t0 + c), cp4(side + 32, tl + w.t0 + gabs), cp4(side + 64, tl + w.t0 + gabs + 1);
-        cp4(side + 96, tl + w.t1 + c), cp4(side + 128, tl + w.t1 + gabs), cp4(side + 160, tl + w.t1 + gabs + 1);
-    }
-    static __device__ __forceinline__ void fetch(Raw &r, uint4 h0, uint4 h1, const uint32_t *side) {
-        r.h0 = h0, r.h1 = h1;
-        r.t0 = side[0], r.l0 = make_uint2(side[32], side[64]);
-        r.t1 = side[96], r.l1 = make_uint2(side[128], side[160]);
-    }
-    static __device__ __forceinline__ uint32_t pr(uint32_t w, int m, uint32_t c) {
-        const int sh = m == 0 ? 9 : m == 1 ? 7 : m == 2 ? 5 : m == 3 ? 2 : m == 4 ? 0 : m == 5 ? -2 : -4;
-        return and_or<0x00700070u>(shr(w, sh), c);
-    }
-    static __device__ __forceinline__ uint32_t pair_of(const uint4 &h, uint32_t tl, int pidx, uint32_t c) {
-        if (pidx < 28) return pr(word_of(h, pidx / 7), pidx % 7, c);
-        if (pidx < 35) return pr(tl, pidx - 28, c);
-        return c; /* 8 + 0, times x = 0 */
-    }
-    static __device__ __forceinline__ void a_regs(const Raw &r, int s, const Ctx &x, uint32_t (&a)[NMMA][4]) {
-        a[0][0] = pair_of(r.h0, r.t0, 2 * s, x.c8), a[0][1] = pair_of(r.h1, r.t1, 2 * s, x.c8);
-        a[0][2] = pair_of(r.h0, r.t0, 2 * s + 1, x.c8), a[0][3] = pair_of(r.h1, r.t1, 2 * s + 1, x.c8);
-    }
-    static __device__ float2 locals(const Raw &r, int row) {
-        uint2 b = row ? r.l1 : r.l0;
-        return make_float2((float)((b.x >> 16) & 0x1FFF), (float)((b.y >> 16) & 0x1FFF));
     }
 };
 
@@ -731,194 +570,744 @@ __global__ void __launch_bounds__(NTHREAD, 3) qgemv_kernel(const KParams p) {
     cp_wait<0>();
 }
 
-/* ---- ccq2.06 with per-row lookup tables: the fast path for plain and gate/up products ----
- * The 256 codes of a row decode to 256 4-vectors: the block builds them once per tile in shared memory
- * (the spec's own rounding, __float2int_rd(fmaf(q, cs, zp + 0.5f))), and a byte then costs a shift and
- * a masked OR (its table address), one LDS and two PRMT (bf16 pairs 128 + v) instead of about ten
- * instructions. Table layout: [q][16 rows][2 copies] u32 = 32 KB; lane (g,t) reads copy t&1 of row g
- * (row g+8 sits 64 bytes on): a lookup touches 16 banks twice (two wavefronts; four copies would make
- * it one but would not fit twice on an SM next to the rings). The block's 8 warps share a tile (16
- * rows) and split its K (units u = warp, warp + 8, ...), add their partial sums through shared memory,
- * and rebuild the table between tiles (two barriers); the next tile's weights are already in the rings
- * then. x is in natural order: pairs (v0,v1), (v2,v3). */
-constexpr int TBL_BYTES = 256 * 16 * 2 * 4;
+/* ==== tiled formats: ccq2.75, ccq2.5, ccq2.06 in the layout of qlayout.cuh ====
+ *
+ * A warp owns a tile of 16 rows and walks the units (256 columns) of its K range. For each unit it
+ * copies the unit's contiguous block (1056 to 1408 bytes) into a ring stage with 16-byte cp.async of
+ * consecutive addresses (lane L copies pieces L, L+32, L+64: every warp-wide copy is 512 contiguous
+ * bytes), waits, and after one __syncwarp every lane reads its own words and the shared side bytes of its
+ * two rows (rows g and g+8) from the stage. Each lane holds a quarter of every group (16 weights), so
+ * the 16 mma steps of a unit go group by group: steps 4G..4G+3 are group G for all four lanes of a row.
+ *
+ * Batch 1 (NT = 0, "lane streams"): lane (g,t) provides column g of B, nonzero only when g == t (the
+ * steps of groups 0 and 2) or g == t + 4 (groups 1 and 3). After steps 0..7 the 8 columns of the
+ * result hold 4 partial sums of group 0 (columns 0..3) and 4 of group 1 (columns 4..7), one per lane
+ * stream, all 8 lanes of a row useful; each lane scales its two columns by its group's local scale
+ * (two FFMA per row) and the same again after steps 8..15. Batches (NT = 1, 2, 4, 8 column tiles of 8
+ * tokens): B holds real tokens (lane (g,t) gives token 8nt + g), and the local scale is applied per
+ * group (4 steps): each weight is decoded once for all tokens.
+ *
+ * Slot orders and offsets. A decoded bf16 pair holds off + v with v in mantissa bits q..q+w-1 of each
+ * half, the exponent chosen so that the unit in the last place is 1 at bit q (q = 1: 64 + v, 2: 32 + v,
+ * 3: 16 + v, 4: 8 + v), so that a shift and one masked OR (or a byte permute first) build it; each slot
+ * has its own q, picked per field to save shifts while keeping the offset within 9x the field's range
+ * (bigger offsets cost fp32 bits in the tensor-core sums). The block precomputes -sum(off * x) per group
+ * and lane stream (or per group and token) and starts each accumulation from it. */
 
-struct FCcq206T {
-    static constexpr int LW = 64, STEPS = 16, SIDE = 2;
-    static constexpr float OFF = 160.f;
-    static __device__ int kmap(int s, int j) { return 4 * s + j; }
-    static constexpr bool GROUPED = true;
+struct Kc { /* constants the decoders OR in, in registers (LOP3 takes one immediate) */
+    uint32_t c8, c16, c32, c64, c128, c4b, cxy;
 };
 
-__global__ void __launch_bounds__(NTHREAD, 2) q206_table_kernel(const KParams p) {
+__device__ __forceinline__ Kc make_kc() {
+    Kc k;
+    k.c8 = reg_const<0x41004100u>();
+    k.c16 = reg_const<0x41804180u>();
+    k.c32 = reg_const<0x42004200u>();
+    k.c64 = reg_const<0x42804280u>();
+    k.c128 = reg_const<0x43004300u>();
+    k.c4b = reg_const<0x4B000000u>();
+    k.cxy = reg_const<0x42804180u>();
+    return k;
+}
+
+/* Per-lane constants of the decoders that depend on t (byte selectors, shifts, masks), and the code line
+ * of the tile's two rows for ccq2.06. */
+struct Lc {
+    uint32_t sel[4];
+    uint32_t rx, ry, mx, cx;
+    float cs0, zp0, cs1, zp1;
+};
+
+/* (a & m) | c with m and c in registers */
+__device__ __forceinline__ uint32_t lop_and_or(uint32_t a, uint32_t m, uint32_t c) {
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(m), "r"(c));
+    return d;
+}
+
+/* a small unsigned integer (< 2^23) as a float, by exponent bits: one LOP3 (done by the caller's mask)
+ * plus one FADD */
+__device__ __forceinline__ float small_uint_f(uint32_t v_or_4b) { return __uint_as_float(v_or_4b) - 8388608.0f; }
+
+/* ccq2.75: lane t holds bytes 5t..5t+3 (word A) and 5t+4 (c4) of each group; bytes 20 and 21 are shared by
+ * the row's lanes. A's windows: c0.w1 (bits 2..5: q 2), c0.w2 (0..3, shifted left 1: q 1), c0.w0 (>> 1:
+ * q 3), c1.w1 (>> 7: q 3), c1.w2 (>> 7: q 1), c1.w0 (>> 9: q 3), each paired with the same window of c2
+ * or c3 in the high half. The last two pairs come from W = PRMT(c4, bytes 20/21): X pairs one window of
+ * c4 with this lane's extra weight (window t of byte 20, or v63 for t = 3), Y the other two windows of
+ * c4; which bytes of W and which shifts depend on t (Lc). */
+struct T275 {
+    static constexpr int FMT = QF_CCQ275, UB = 1408, NPIECE = 88;
+    struct Raw {
+        uint4 a0, a1;
+        uint32_t b0, b1;
+        uint2 s0, s1;
+    };
+    static __device__ __forceinline__ void fetch(Raw &r, const uint8_t *st, int lane, int g) {
+        r.a0 = *(const uint4 *)(st + lane * 16);
+        r.a1 = *(const uint4 *)(st + 512 + lane * 16);
+        r.b0 = *(const uint32_t *)(st + 1024 + lane * 4);
+        r.b1 = *(const uint32_t *)(st + 1152 + lane * 4);
+        r.s0 = *(const uint2 *)(st + 1280 + g * 8);
+        r.s1 = *(const uint2 *)(st + 1344 + g * 8);
+    }
+    static __device__ __forceinline__ void init_lane(Lc &c, int t) {
+#pragma unroll
+        for (int G = 0; G < 4; G++) {
+            uint32_t E = 4 + 2 * (G & 1) + (t == 3);
+            c.sel[G] = t == 2 ? (G | G << 4 | G << 8 | E << 12) : (G | G << 4 | E << 8 | G << 12);
+        }
+        c.rx = t == 2 ? 5 : 1;
+        c.ry = t == 2 ? 1 : 7;
+        c.mx = t == 1 ? 0x001E0078u : 0x00780078u;
+        c.cx = t == 1 ? 0x42804180u : 0x41804180u;
+    }
+    static __device__ __forceinline__ void pairs(const Raw &r, int h, int G, int j, const Lc &c, const Kc &k,
+                                                 uint32_t &p0, uint32_t &p1) {
+        const uint32_t A = word_of(h ? r.a1 : r.a0, G);
+        if (j == 0) {
+            p0 = and_or<0x003C003Cu>(A, k.c32);
+            p1 = and_or<0x001E001Eu>(A << 1, k.c64);
+        } else if (j == 1) {
+            p0 = and_or<0x00780078u>(A >> 1, k.c16);
+            p1 = and_or<0x00780078u>(A >> 7, k.c16);
+        } else if (j == 2) {
+            p0 = and_or<0x001E001Eu>(A >> 7, k.c64);
+            p1 = and_or<0x00780078u>(A >> 9, k.c16);
+        } else {
+            const uint2 s = h ? r.s1 : r.s0;
+            const uint32_t W = __byte_perm(h ? r.b1 : r.b0, G < 2 ? s.x : s.y, c.sel[G]);
+            p0 = lop_and_or(W >> c.rx, c.mx, c.cx);
+            p1 = and_or<0x001E0078u>(W >> c.ry, k.cxy);
+        }
+    }
+    /* G may vary per lane (batch-1 flushes) */
+    static __device__ __forceinline__ float local(const Raw &r, int h, int G, const Kc &k) {
+        const uint2 s = h ? r.s1 : r.s0;
+        const uint32_t w = (G >> 1) ? s.y : s.x;
+        return small_uint_f(and_or<0xFu>(w >> (8 + 16 * (G & 1)), k.c4b));
+    }
+    /* the weight (0..63 in the group) in slot `slot` (0,1: pair p0; 2,3: pair p1) of step j, lane t */
+    static __host__ __device__ int kmap(int t, int j, int slot) {
+        const int b = 5 * t;
+        if (j == 0) return slot == 0 ? 3 * b + 1 : slot == 1 ? 3 * b + 7 : slot == 2 ? 3 * b + 2 : 3 * b + 8;
+        if (j == 1) return slot == 0 ? 3 * b : slot == 1 ? 3 * b + 6 : slot == 2 ? 3 * b + 4 : 3 * b + 10;
+        if (j == 2) return slot == 0 ? 3 * b + 5 : slot == 1 ? 3 * b + 11 : slot == 2 ? 3 * b + 3 : 3 * b + 9;
+        const int c4 = 3 * b + 12;
+        if (t == 2) return slot == 0 ? c4 + 2 : slot == 1 ? 62 : slot == 2 ? c4 : c4 + 1;
+        return slot == 0 ? c4 : slot == 1 ? (t == 3 ? 63 : 60 + t) : slot == 2 ? c4 + 1 : c4 + 2;
+    }
+    /* slot value = off + (v - 8) */
+    static __host__ __device__ float off(int t, int j, int slot) {
+        if (j == 0) return slot < 2 ? 40.f : 72.f;
+        if (j == 1) return 24.f;
+        if (j == 2) return slot < 2 ? 72.f : 24.f;
+        if (slot == 1) return t == 1 ? 72.f : 24.f;
+        return slot == 3 ? 72.f : 24.f;
+    }
+};
+
+/* ccq2.5: lane t holds words 2t, 2t+1 of each group as one 32-bit word A (window m of both halves makes
+ * pair m: shifts 9, 7, 2, 0 and a left shift by 3); word 8 and word 9 (v63, local) are shared by the
+ * row's lanes and give each lane one more pair through PRMT + shift + masked OR (Lc). */
+struct T25 {
+    static constexpr int FMT = QF_CCQ25, UB = 1280, NPIECE = 80;
+    struct Raw {
+        uint4 a0, a1, s0, s1;
+    };
+    static __device__ __forceinline__ void fetch(Raw &r, const uint8_t *st, int lane, int g) {
+        r.a0 = *(const uint4 *)(st + lane * 16);
+        r.a1 = *(const uint4 *)(st + 512 + lane * 16);
+        r.s0 = *(const uint4 *)(st + 1024 + g * 16);
+        r.s1 = *(const uint4 *)(st + 1152 + g * 16);
+    }
+    static __device__ __forceinline__ void init_lane(Lc &c, int t) {
+        c.sel[0] = t == 0 ? 0x3210u : t == 3 ? 0x0000u : 0x1010u;
+        c.sel[1] = c.sel[2] = c.sel[3] = 0;
+        c.rx = t == 0 ? 9 : t == 1 ? 7 : t == 2 ? 2 : 6;
+        c.ry = 0;
+        c.mx = t == 0 ? 0x00700070u : 0x001C0070u;
+        c.cx = t == 0 ? 0x41004100u : 0x42004100u;
+    }
+    static __device__ __forceinline__ void pairs(const Raw &r, int h, int G, int j, const Lc &c, const Kc &k,
+                                                 uint32_t &p0, uint32_t &p1) {
+        const uint32_t A = word_of(h ? r.a1 : r.a0, G);
+        if (j == 0) {
+            p0 = and_or<0x00700070u>(A >> 9, k.c8);
+            p1 = and_or<0x00700070u>(A >> 7, k.c8);
+        } else if (j == 1) {
+            p0 = and_or<0x001C001Cu>(A >> 7, k.c32);
+            p1 = and_or<0x00700070u>(A >> 2, k.c8);
+        } else if (j == 2) {
+            p0 = and_or<0x00700070u>(A, k.c8);
+            p1 = and_or<0x001C001Cu>(A, k.c32);
+        } else {
+            p0 = and_or<0x00380038u>(A << 3, k.c16);
+            const uint32_t W = __byte_perm(word_of(h ? r.s1 : r.s0, G), 0, c.sel[0]);
+            p1 = lop_and_or(W >> c.rx, c.mx, c.cx);
+        }
+    }
+    static __device__ __forceinline__ float local(const Raw &r, int h, int G, const Kc &k) {
+        const uint4 s = h ? r.s1 : r.s0;
+        const uint32_t w = G == 0 ? s.x : G == 1 ? s.y : G == 2 ? s.z : s.w;
+        return small_uint_f(and_or<0x1FFFu>(w >> 16, k.c4b));
+    }
+    static __host__ __device__ int kmap(int t, int j, int slot) {
+        const int b = 14 * t;
+        if (j < 3) return b + 2 * j + (slot >> 1) + (slot & 1) * 7;
+        if (slot == 0) return b + 6;
+        if (slot == 1) return b + 13;
+        if (t == 0) return slot == 2 ? 56 : 63;
+        return 55 + 2 * t + (slot & 1);
+    }
+    /* slot value = off + (v - 4) */
+    static __host__ __device__ float off(int t, int j, int slot) {
+        if (j == 0) return 12.f;
+        if (j == 1) return slot < 2 ? 36.f : 12.f;
+        if (j == 2) return slot < 2 ? 12.f : 36.f;
+        if (slot < 2) return 20.f;
+        return (slot == 3 && t != 0) ? 36.f : 12.f;
+    }
+};
+
+/* ccq2.06: lane t holds q bytes 4t..4t+3 of each group, decoded arithmetically: byte q -> code =
+ * floor(fmaf(q, cs, zp + 0.5)) exactly as FastDeploy. The floor is an FADD in round-down mode with 2^23
+ * (mantissa = floor(t)), 2^26 (floor(t/8) = code>>3) and 2^32 (floor(t/512) = v0): three clean shifted
+ * copies of the code, no conversion instruction. Then
+ *   IMAD(m9, 2^16, m0): code in bits 0..14 and v0 in 16..21 -> pair (v3, v0)
+ *   IMAD(m3, 2^13 + 1): v2 in bits 0..5 and v1 in 16..21 -> pair (v2, v1)
+ * and one masked OR each gives bf16 pairs 128 + v. Valid encodings have every code in [0, 2^15). */
+struct T206 {
+    static constexpr int FMT = QF_CCQ206, UB = 1056, NPIECE = 66;
+    struct Raw {
+        uint4 a0, a1;
+        uint32_t L;
+    };
+    static __device__ __forceinline__ void fetch(Raw &r, const uint8_t *st, int lane, int g) {
+        r.a0 = *(const uint4 *)(st + lane * 16);
+        r.a1 = *(const uint4 *)(st + 512 + lane * 16);
+        r.L = *(const uint32_t *)(st + 1024 + g * 4);
+    }
+    static __device__ __forceinline__ void init_lane(Lc &c, int) {
+        c.sel[0] = c.sel[1] = c.sel[2] = c.sel[3] = 0;
+        c.rx = c.ry = c.mx = c.cx = 0;
+    }
+    static __device__ __forceinline__ void pairs(const Raw &r, int h, int G, int j, const Lc &c, const Kc &k,
+                                                 uint32_t &p0, uint32_t &p1) {
+        const uint32_t w = word_of(h ? r.a1 : r.a0, G);
+        const float cs = h ? c.cs1 : c.cs0, zp5 = h ? c.zp1 : c.zp0;
+        float q = __uint_as_float(__byte_perm(w, k.c4b, 0x7650 + j)) - 8388608.0f;
+        float tt = fmaf(q, cs, zp5);
+        uint32_t m0 = __float_as_uint(__fadd_rd(tt, 8388608.0f));
+        uint32_t m3 = __float_as_uint(__fadd_rd(tt, 67108864.0f));
+        uint32_t m9 = __float_as_uint(__fadd_rd(tt, 4294967296.0f));
+        p0 = and_or<0x003F003Fu>(m9 * 65536u + m0, k.c128);
+        p1 = and_or<0x003F003Fu>(m3 * 0x2001u, k.c128);
+    }
+    static __device__ __forceinline__ float local(const Raw &r, int h, int G, const Kc &k) {
+        return small_uint_f(and_or<0xFu>(r.L >> (16 * h + 4 * G), k.c4b));
+    }
+    static __host__ __device__ int kmap(int t, int j, int slot) {
+        const int b = 4 * (4 * t + j);
+        return b + (slot == 0 ? 3 : slot == 1 ? 0 : slot == 2 ? 2 : 1);
+    }
+    /* slot value = 128 + v = off + (v - 32) */
+    static __host__ __device__ float off(int, int, int) { return 160.f; }
+};
+
+/* The x staging of the tiled kernel: per token, unit and lane t, the 16 steps' 4 slots (64 bf16) plus 4
+ * of padding (LXQ = 68 elements), so that the lanes reading B hit different banks; a token's row is xt
+ * elements (xt = 16 mod 64, same reason). */
+constexpr int LXQ = 68, UXQ = 4 * LXQ;
+
+__host__ __device__ constexpr int64_t xt_of(int64_t upp) { return (upp * UXQ + 47) / 64 * 64 + 16; }
+
+struct TP {
+    const uint8_t *q; /* tiled layout */
+    const float *cs, *zp;
+    const uint16_t *super;
+    int n, k, n_experts, units, tpe; /* units per row, tiles per expert */
+    unsigned tpe_inv;                /* ceil(2^32 / tpe): tau / tpe = umulhi(tau, tpe_inv) */
+    int mode, out_bf16;
+    int T; /* tokens (batch kernels) */
+    const uint16_t *x;
+    void *y;
+    const int32_t *ids;
+    const float *route_w;
+    int inter;
+    int ntile; /* items per split */
+    int splits, bps, kparts, upp;
+    int xt;
+    float *wsp;
+    int *wsc;
+};
+
+/* The block (in the tiled layout) of item tau, unit 0, and the global rows of mma rows g and g+8 (for the
+ * per-row data; clamped into the weight). */
+template <class F>
+__device__ __forceinline__ const uint8_t *t_item(const TP &p, int slot, int tau, int g, int64_t &r0, int64_t &r1) {
+    int64_t e, j;
+    if (p.mode == MODE_PLAIN) {
+        e = 0, j = tau;
+        r0 = min(tau * 16 + g, p.n - 1);
+        r1 = min(tau * 16 + 8 + g, p.n - 1);
+    } else if (p.mode == MODE_GATEUP) {
+        int s = (int)__umulhi((unsigned)tau, p.tpe_inv); /* tau / tpe, exact while tau * tpe < 2^32 */
+        j = tau - s * p.tpe;
+        e = min(max(__ldg(p.ids + s), 0), p.n_experts - 1);
+        int ch = min((int)j * 8 + g, p.inter - 1);
+        r0 = e * p.n + ch;
+        r1 = r0 + p.inter;
+    } else {
+        e = min(max(__ldg(p.ids + slot), 0), p.n_experts - 1);
+        j = tau;
+        r0 = e * p.n + min(tau * 16 + g, p.n - 1);
+        r1 = e * p.n + min(tau * 16 + 8 + g, p.n - 1);
+    }
+    return p.q + (e * p.tpe + j) * (int64_t)p.units * F::UB;
+}
+
+/* The slot of each column of a unit: inv[c] = t * LXQ + 4 s + slot (bits 0..11) | t << 12, and its
+ * offset, from the format's forward map; built once per block. */
+template <class F>
+__device__ void slot_tables(uint16_t *inv, float *offc) {
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+        const int t = i >> 6, s = (i >> 2) & 15, slot = i & 3;
+        const int c = 64 * (s >> 2) + F::kmap(t, s & 3, slot);
+        inv[c] = (uint16_t)((t * LXQ + 4 * s + slot) | t << 12);
+        offc[c] = F::off(t, s & 3, slot);
+    }
+}
+
+/* x into shared memory in slot order, and the offset sums, negated: batch 1, S[(u*4 + G)*4 + t] over lane
+ * t's slots of group G; batches, S[(u*4 + G)*T8 + n] over all slots of group G for token n. Each item is 8
+ * columns (one 16-byte load), scattered through inv; the 8 items of a group add their sums by a fixed
+ * shuffle tree, so the result does not depend on timing. Tokens past T and columns past K are zero. */
+template <class F, int NT>
+__device__ void stage_t(const TP &p, const uint16_t *inv, const float *offc, uint16_t *xs, float *S, int slot, int u0,
+                        int nu) {
+    constexpr int T8 = NT == 0 ? 1 : 8 * NT;
+    const int ntok = NT == 0 ? 1 : min(p.T, T8);
+    const uint16_t *xb = p.x + (p.mode == MODE_DOWN ? (int64_t)slot * p.k : 0);
+    const int items = T8 * nu * 32;
+    const int total = (items + blockDim.x - 1) / blockDim.x * blockDim.x;
+    /* up to 4 items per thread and pass: their 16-byte loads are in flight together */
+    for (int i0 = threadIdx.x; i0 < total; i0 += 4 * blockDim.x) {
+        uint4 vv[4];
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int i = i0 + r * blockDim.x;
+            const int c8 = i & 7, G = (i >> 3) & 3, rest = i >> 5, u = rest % nu, n = rest / nu;
+            const int64_t col0 = (int64_t)(u0 + u) * 256 + 64 * G + 8 * c8;
+            vv[r] = make_uint4(0, 0, 0, 0);
+            if (i < items && n < ntok && col0 < p.k) vv[r] = *(const uint4 *)(xb + (int64_t)n * p.k + col0);
+        }
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int i = i0 + r * blockDim.x;
+            if (i >= total) break; /* uniform across the warp: total is a multiple of the block size */
+            const bool live = i < items;
+            const int c8 = i & 7, G = (i >> 3) & 3, rest = i >> 5, u = rest % nu, n = rest / nu;
+            const uint4 v = vv[r];
+            float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+            uint16_t *xd = xs + (int64_t)n * p.xt + u * UXQ;
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const int c = 64 * G + 8 * c8 + e;
+                const uint32_t w = word_of(v, e >> 1);
+                const uint16_t val = (uint16_t)(e & 1 ? w >> 16 : w & 0xFFFF);
+                const uint32_t code = inv[c];
+                if (live) xd[code & 0xFFF] = val;
+                const float pr = offc[c] * bf16f(val);
+                const uint32_t st = code >> 12;
+                a0 += st == 0 ? pr : 0.f, a1 += st == 1 ? pr : 0.f, a2 += st == 2 ? pr : 0.f, a3 += st == 3 ? pr : 0.f;
+            }
+#pragma unroll
+            for (int o = 1; o < 8; o <<= 1) {
+                a0 += __shfl_xor_sync(FULL, a0, o), a1 += __shfl_xor_sync(FULL, a1, o);
+                a2 += __shfl_xor_sync(FULL, a2, o), a3 += __shfl_xor_sync(FULL, a3, o);
+            }
+            if (live && c8 == 0) {
+                if (NT == 0) {
+                    float *d = S + (u * 4 + G) * 4;
+                    d[0] = -a0, d[1] = -a1, d[2] = -a2, d[3] = -a3;
+                } else {
+                    S[(u * 4 + G) * T8 + n] = -((a0 + a1) + (a2 + a3));
+                }
+            }
+        }
+    }
+    if (NT == 0)
+        for (int i = threadIdx.x; i < LXQ; i += blockDim.x) xs[p.xt + i] = 0;
+}
+
+/* End of a tile at batch 1: every lane holds the tile's sums of rows g and g+8 (all four lanes of a row
+ * summed); write them, or add up the splits through the workspace (the last warp to finish a tile, by an
+ * atomic counter, sums in split order). */
+__device__ __forceinline__ void t_tile_end(const TP &p, int split, int slot, int tile, int g, int t, int lane, float v0,
+                                           float v1) {
+    if (p.mode == MODE_DOWN) {
+        float w = __ldg(p.route_w + slot);
+        v0 *= w, v1 *= w;
+    }
+    if (p.splits == 1) {
+        if (t == 0) {
+            if (p.mode == MODE_GATEUP) {
+                int s = (int)__umulhi((unsigned)tile, p.tpe_inv), ch = (tile - s * p.tpe) * 8 + g;
+                if (ch < p.inter) {
+                    float hv = v0 / (1.0f + expf(-v0)) * v1;
+                    int64_t o = (int64_t)s * p.inter + ch;
+                    if (p.out_bf16) ((uint16_t *)p.y)[o] = f2bf16(hv);
+                    else ((float *)p.y)[o] = hv;
+                }
+            } else {
+                int row = tile * 16 + g;
+                if (row < p.n) {
+                    if (p.out_bf16) ((uint16_t *)p.y)[row] = f2bf16(v0);
+                    else ((float *)p.y)[row] = v0;
+                }
+                if (row + 8 < p.n) {
+                    if (p.out_bf16) ((uint16_t *)p.y)[row + 8] = f2bf16(v1);
+                    else ((float *)p.y)[row + 8] = v1;
+                }
+            }
+        }
+        return;
+    }
+    float *part = p.wsp + ((size_t)split * p.ntile + tile) * 16;
+    if (t == 0) {
+        __stcg(part + g, v0);
+        __stcg(part + g + 8, v1);
+        __threadfence();
+    }
+    __syncwarp();
+    int last = 0;
+    if (lane == 0) last = atomicAdd(p.wsc + tile, 1) == p.splits - 1;
+    last = __shfl_sync(FULL, last, 0);
+    if (!last) return;
+    __threadfence();
+    float v = 0.f;
+    if (lane < 16)
+        for (int s2 = 0; s2 < p.splits; s2++) v += __ldcg(p.wsp + ((size_t)s2 * p.ntile + tile) * 16 + lane);
+    float up = __shfl_down_sync(FULL, v, 8);
+    if (p.mode == MODE_GATEUP) {
+        int s = (int)__umulhi((unsigned)tile, p.tpe_inv), ch = (tile - s * p.tpe) * 8 + lane;
+        if (lane < 8 && ch < p.inter) {
+            float hv = v / (1.0f + expf(-v)) * up;
+            int64_t o = (int64_t)s * p.inter + ch;
+            if (p.out_bf16) ((uint16_t *)p.y)[o] = f2bf16(hv);
+            else ((float *)p.y)[o] = hv;
+        }
+    } else if (lane < 16) {
+        int row = tile * 16 + lane;
+        if (row < p.n) {
+            if (p.out_bf16) ((uint16_t *)p.y)[row] = f2bf16(v);
+            else ((float *)p.y)[row] = v;
+        }
+    }
+    if (lane == 0) p.wsc[tile] = 0;
+}
+
+/* End of a tile of a batched plain product: lane (g,t) holds rows g, g+8 for tokens 8nt + 2t, +1. */
+template <int NT>
+__device__ __forceinline__ void t_tile_end_batch(const TP &p, int split, int tile, int g, int t, int lane,
+                                                 float (&acc)[NT][4], float rs0, float rs1) {
+    constexpr int T8 = 8 * NT;
+    if (p.splits == 1) {
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int n = 8 * nt + 2 * t + (e & 1), row = tile * 16 + g + 8 * (e >> 1);
+                if (n < p.T && row < p.n) {
+                    float v = acc[nt][e] * (e >> 1 ? rs1 : rs0);
+                    int64_t o = (int64_t)n * p.n + row;
+                    if (p.out_bf16) ((uint16_t *)p.y)[o] = f2bf16(v);
+                    else ((float *)p.y)[o] = v;
+                }
+            }
+        return;
+    }
+    float *part = p.wsp + ((size_t)split * p.ntile + tile) * 16 * T8;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int n = 8 * nt + 2 * t + (e & 1), r = g + 8 * (e >> 1);
+            __stcg(part + n * 16 + r, acc[nt][e] * (e >> 1 ? rs1 : rs0));
+        }
+    __threadfence();
+    __syncwarp();
+    int last = 0;
+    if (lane == 0) last = atomicAdd(p.wsc + tile, 1) == p.splits - 1;
+    last = __shfl_sync(FULL, last, 0);
+    if (!last) return;
+    __threadfence();
+    /* 4 values per lane and pass, 4 splits' loads in flight at a time; summed in split order */
+    for (int i = 4 * lane; i < 16 * T8; i += 128) {
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+        const float *src = p.wsp + (size_t)tile * 16 * T8 + i;
+        const size_t sstride = (size_t)p.ntile * 16 * T8;
+        int s2 = 0;
+        for (; s2 + 4 <= p.splits; s2 += 4) {
+            float4 a = __ldcg((const float4 *)(src + s2 * sstride)), b = __ldcg((const float4 *)(src + (s2 + 1) * sstride));
+            float4 c = __ldcg((const float4 *)(src + (s2 + 2) * sstride)), d = __ldcg((const float4 *)(src + (s2 + 3) * sstride));
+            v.x += a.x, v.y += a.y, v.z += a.z, v.w += a.w;
+            v.x += b.x, v.y += b.y, v.z += b.z, v.w += b.w;
+            v.x += c.x, v.y += c.y, v.z += c.z, v.w += c.w;
+            v.x += d.x, v.y += d.y, v.z += d.z, v.w += d.w;
+        }
+        for (; s2 < p.splits; s2++) {
+            float4 a = __ldcg((const float4 *)(src + s2 * sstride));
+            v.x += a.x, v.y += a.y, v.z += a.z, v.w += a.w;
+        }
+        const float vv[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int n = (i + e) >> 4, row = tile * 16 + ((i + e) & 15);
+            if (n < p.T && row < p.n) {
+                int64_t o = (int64_t)n * p.n + row;
+                if (p.out_bf16) ((uint16_t *)p.y)[o] = f2bf16(vv[e]);
+                else ((float *)p.y)[o] = vv[e];
+            }
+        }
+    }
+    if (lane == 0) p.wsc[tile] = 0;
+}
+
+/* Blocks of 256 threads per SM the tiled kernel is compiled for (the register cap: 3 -> 85, 2 -> 128).
+ * At batch 1, 2 blocks (16 warps) measured faster than 3 (24 warps): at 85 registers the compiler
+ * recomputes the decoders' constants in every unit (docs/perf-notes.md, version 9). */
+template <int NT>
+__host__ __device__ constexpr int t_min_blocks() {
+    return NT <= 2 ? 2 : 1;
+}
+
+template <class F, int NT>
+__global__ void __launch_bounds__(NTHREAD, t_min_blocks<NT>()) qt_kernel(const TP p) {
     extern __shared__ __align__(16) uint8_t smem[];
-    constexpr int NS = 3, SW = 256 + 64 * FCcq206T::SIDE;
-    const uint8_t *tblb = smem;
+    constexpr int NS = 3, UB = F::UB, T8 = NT == 0 ? 1 : 8 * NT, NTA = NT == 0 ? 1 : NT;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int nch = p.nchunk, U = (nch + 3) >> 2, ncp = U * 4;
-    constexpr int XSC = XS_CHUNK<FCcq206T>();
-    uint32_t *ring = (uint32_t *)(smem + TBL_BYTES) + warp * NS * SW;
-    uint16_t *xs = (uint16_t *)((uint32_t *)(smem + TBL_BYTES) + NWARP * NS * SW);
-    float *S = (float *)(xs + (size_t)(ncp + 1) * XSC);
-    float *red = S + ncp; /* [NWARP][16] */
+    const int split = blockIdx.x % p.splits, bsp = blockIdx.x / p.splits;
+    const int slot = p.mode == MODE_DOWN ? split / p.kparts : 0;
+    const int u0 = (split % p.kparts) * p.upp;
+    const int nu = min(p.upp, p.units - u0);
+    uint8_t *ring = smem + warp * NS * UB;
+    uint16_t *xs = (uint16_t *)(smem + NWARP * NS * UB);
+    float *S = (float *)(xs + (int64_t)T8 * p.xt + (NT == 0 ? LXQ : 0));
+    float *offc = S + nu * 4 * (NT == 0 ? 4 : T8);
+    uint16_t *inv = (uint16_t *)(offc + 256);
+    slot_tables<F>(inv, offc);
 
-    const int ntile = (int)blockIdx.x < p.T ? (p.T - 1 - (int)blockIdx.x) / (int)gridDim.x + 1 : 0;
-    const int nu = warp < U ? (U - 1 - warp) / NWARP + 1 : 0;
-    const int nit = ntile * nu;
+    const int tile0 = bsp * NWARP + warp, tstride = p.bps * NWARP;
+    const int nmy = tile0 < p.ntile ? (p.ntile - 1 - tile0) / tstride + 1 : 0;
+    const int nit = nmy * nu;
+    const Kc kc = make_kc();
+    Lc lc;
+    F::init_lane(lc, t);
 
-    /* load cursor over (tile, this warp's units) */
-    int ld_ti = 0, ld_j = 0;
+    /* load cursor: NS - 1 units ahead of the decode; each lane copies pieces lane, lane+32, lane+64 */
+    int ld_tile = tile0, ld_u = 0;
     int64_t r0 = 0, r1 = 0;
-    if (ntile) tile_rows(p, 0, blockIdx.x, g, r0, r1);
-    Rows lr = make_rows(p, r0, r1);
+    const uint8_t *lblk = nit ? t_item<F>(p, slot, ld_tile, g, r0, r1) : p.q;
     auto issue_next = [&](int stage) {
-        uint32_t *st = ring + stage * SW;
-        int u = warp + ld_j * NWARP;
-        int c = min(u * 4 + t, nch - 1), gabs = min(u * 4 + 2 * t, nch - 1) & ~1;
-        cp16(st + lane * 4, lr.q0 + (int64_t)c * 16);
-        cp16(st + (32 + lane) * 4, lr.q1 + (int64_t)c * 16);
-        FCcq206::issue(st + 256 + lane, p, lr, c, gabs);
-        if (++ld_j == nu) {
-            ld_j = 0, ld_ti++;
-            if (ld_ti < ntile) tile_rows(p, 0, blockIdx.x + ld_ti * gridDim.x, g, r0, r1), lr = make_rows(p, r0, r1);
+        uint8_t *st = ring + stage * UB;
+        const uint8_t *src = lblk + (int64_t)(u0 + ld_u) * UB;
+#pragma unroll
+        for (int i = 0; i < (F::NPIECE + 31) / 32; i++) {
+            const int pc = i * 32 + lane;
+            if (pc < F::NPIECE) cp16t(st + pc * 16, src + pc * 16);
+        }
+        if (++ld_u == nu) {
+            ld_u = 0;
+            ld_tile += tstride;
+            if (ld_tile < p.ntile) lblk = t_item<F>(p, slot, ld_tile, g, r0, r1);
         }
     };
     for (int d = 0; d < NS - 1; d++) {
         if (d < nit) issue_next(d);
         cp_commit();
     }
-    /* table-building rows: thread -> row (tid & 15), codes q = tid >> 4 + 16 i */
-    const int brow = threadIdx.x & 15, bq0 = threadIdx.x >> 4;
-    float bcs = 0.f, bzp = 0.f, rsc = 0.f;
-    if (ntile) {
-        tile_rows(p, 0, blockIdx.x, brow & 7, r0, r1);
-        int64_t rr = brow < 8 ? r0 : r1;
-        bcs = __ldg(p.cs + rr), bzp = __ldg(p.zp + rr) + 0.5f;
-        if (warp == 0 && lane < 16) {
-            tile_rows(p, 0, blockIdx.x, lane & 7, r0, r1);
-            rsc = bf16f(__ldg(p.super + (lane < 8 ? r0 : r1)));
-        }
-    }
-    stage_x<FCcq206T>(p, xs, S, 0, 0, nch, ncp);
-    const uint32_t c43 = reg_const<0x43434343u>();
-    const uint32_t loff = (uint32_t)(g * 8 + (t & 1) * 4); /* row g, copy t & 1 */
-    const bool bact = g == t;
-    const uint16_t *xzero = xs + (size_t)ncp * XSC;
 
-    int it = 0, st_cur = 0;
-    for (int ti = 0; ti < ntile; ti++) {
-        const int tile = blockIdx.x + ti * gridDim.x;
-        __syncthreads(); /* the previous tile's table and partial sums are no longer read */
-        for (int i = 0; i < 16; i++) {
-            int q = bq0 + 16 * i;
-            uint32_t code = (uint32_t)__float2int_rd(fmaf((float)q, bcs, bzp));
-            uint32_t w = ((code >> 9) & 63) | ((code >> 6) & 63) << 8 | ((code >> 3) & 63) << 16 | (code & 63) << 24;
-            *(uint2 *)(smem + q * 128 + brow * 8) = make_uint2(w, w);
+    /* per-row constants of the tile being decoded and of the warp's next tile */
+    float rs0 = 0.f, rs1 = 0.f, nrs0 = 0.f, nrs1 = 0.f, ncs0 = 0.f, nzp0 = 0.f, ncs1 = 0.f, nzp1 = 0.f;
+    lc.cs0 = lc.zp0 = lc.cs1 = lc.zp1 = 0.f;
+    int pr_tile = tile0;
+    auto rowc = [&](int tile, float &s0, float &s1, float &c0, float &z0, float &c1, float &z1) {
+        int64_t a, b;
+        (void)t_item<F>(p, slot, tile, g, a, b);
+        s0 = bf16f(__ldg(p.super + a)), s1 = bf16f(__ldg(p.super + b));
+        if (F::FMT == QF_CCQ206) {
+            c0 = __ldg(p.cs + a), z0 = __ldg(p.zp + a) + 0.5f;
+            c1 = __ldg(p.cs + b), z1 = __ldg(p.zp + b) + 0.5f;
         }
-        if (ti + 1 < ntile) { /* the next tile's code lines and scales, used after this tile */
-            tile_rows(p, 0, tile + gridDim.x, brow & 7, r0, r1);
-            int64_t rr = brow < 8 ? r0 : r1;
-            bcs = __ldg(p.cs + rr), bzp = __ldg(p.zp + rr) + 0.5f;
-        }
-        float nrsc = 0.f;
-        if (warp == 0 && lane < 16 && ti + 1 < ntile) {
-            tile_rows(p, 0, tile + gridDim.x, lane & 7, r0, r1);
-            nrsc = bf16f(__ldg(p.super + (lane < 8 ? r0 : r1)));
-        }
-        __syncthreads();
-        float acc0 = 0.f, acc1 = 0.f;
-#pragma unroll 1
-        for (int j = 0; j < nu; j++, it++) {
-            cp_wait<NS - 2>();
-            const uint32_t *st = ring + st_cur * SW;
-            FCcq206::Raw raw;
-            FCcq206::fetch(raw, *(const uint4 *)(st + lane * 4), *(const uint4 *)(st + (32 + lane) * 4), st + 256 + lane);
-            if (it + NS - 1 < nit) issue_next(st_cur == 0 ? NS - 1 : st_cur - 1);
-            cp_commit();
-            st_cur = st_cur == NS - 1 ? 0 : st_cur + 1;
-            const int u = warp + j * NWARP;
-            const uint16_t *xb = bact ? xs + (size_t)(u * 4 + t) * XSC : xzero;
-            float c[4] = {0.f, 0.f, 0.f, 0.f};
+    };
+    if (nit) {
+        rowc(pr_tile, rs0, rs1, lc.cs0, lc.zp0, lc.cs1, lc.zp1);
+        if (pr_tile + tstride < p.ntile) rowc(pr_tile + tstride, nrs0, nrs1, ncs0, nzp0, ncs1, nzp1);
+    }
+
+    __syncthreads(); /* the slot tables */
+    stage_t<F, NT>(p, inv, offc, xs, S, slot, u0, nu);
+    __syncthreads();
+
+    const uint16_t *xzero = xs + p.xt;
+    float acc0 = 0.f, acc1 = 0.f;
+    float acc[NTA][4];
 #pragma unroll
-            for (int s = 0; s < 16; s++) {
-                uint32_t w0 = word_of(raw.h0, s >> 2), w1 = word_of(raw.h1, s >> 2);
-                const int sh = 8 * (s & 3) - 7; /* byte s&3 to bits 7..14: q * 128 */
-                uint32_t ad0 = and_or<0x7F80u>(shr(w0, sh), loff), ad1 = and_or<0x7F80u>(shr(w1, sh), loff);
-                uint32_t e0 = *(const uint32_t *)(tblb + ad0), e1 = *(const uint32_t *)(tblb + ad1 + 64);
-                uint32_t a[4];
-                a[0] = __byte_perm(e0, c43, 0x4140), a[2] = __byte_perm(e0, c43, 0x4342);
-                a[1] = __byte_perm(e1, c43, 0x4140), a[3] = __byte_perm(e1, c43, 0x4342);
-                uint2 b = *(const uint2 *)(xb + 4 * s);
-                mma16816(c, a, b.x, b.y);
+    for (int nt = 0; nt < NTA; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+    int pr_u = 0, st_cur = 0;
+#pragma unroll 1
+    for (int it = 0; it < nit; it++) {
+        /* 1. this unit's stage, complete for all lanes; then the stage after the last one in flight refilled
+         *    (every lane read that stage in the previous iteration, before the __syncwarp) */
+        cp_wait<NS - 2>();
+        __syncwarp();
+        const uint8_t *st = ring + st_cur * UB;
+        typename F::Raw raw;
+        F::fetch(raw, st, lane, g);
+        if (it + NS - 1 < nit) issue_next(st_cur == 0 ? NS - 1 : st_cur - 1);
+        cp_commit();
+        st_cur = st_cur == NS - 1 ? 0 : st_cur + 1;
+        /* 2. decode and multiply */
+        if constexpr (NT == 0) {
+            const uint16_t *xsu = xs + pr_u * UXQ + t * LXQ;
+            const uint16_t *xe = g == t ? xsu : xzero, *xo = g == t + 4 ? xsu : xzero;
+#pragma unroll
+            for (int pp = 0; pp < 2; pp++) {
+                const int G = 2 * pp + (t >> 1);
+                const float2 s2 = *(const float2 *)(S + (pr_u * 4 + G) * 4 + (2 * t & 3));
+                /* two accumulator sets (even and odd steps): two chains of 4 dependent mma, not one of 8 */
+                float c[2][4] = {{s2.x, s2.y, s2.x, s2.y}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+                for (int jj = 0; jj < 8; jj++) {
+                    const int s = 8 * pp + jj;
+                    uint32_t a[4];
+                    F::pairs(raw, 0, s >> 2, s & 3, lc, kc, a[0], a[2]);
+                    F::pairs(raw, 1, s >> 2, s & 3, lc, kc, a[1], a[3]);
+                    const uint2 b = *(const uint2 *)((jj < 4 ? xe : xo) + 4 * s);
+                    mma16816(c[jj & 1], a, b.x, b.y);
+                }
+                acc0 = fmaf(F::local(raw, 0, G, kc), (c[0][0] + c[1][0]) + (c[0][1] + c[1][1]), acc0);
+                acc1 = fmaf(F::local(raw, 1, G, kc), (c[0][2] + c[1][2]) + (c[0][3] + c[1][3]), acc1);
             }
-            float2 l0 = FCcq206::locals(raw, 0), l1 = FCcq206::locals(raw, 1);
-            float s0 = S[u * 4 + (2 * t & 3)], s1 = S[u * 4 + ((2 * t + 1) & 3)];
-            acc0 = fmaf(l0.x, c[0] - s0, fmaf(l0.y, c[1] - s1, acc0));
-            acc1 = fmaf(l1.x, c[2] - s0, fmaf(l1.y, c[3] - s1, acc1));
+        } else {
+            const uint16_t *xb = xs + g * p.xt + pr_u * UXQ + t * LXQ;
+#pragma unroll
+            for (int G = 0; G < 4; G++) {
+                float c[NTA][4];
+#pragma unroll
+                for (int nt = 0; nt < NTA; nt++) {
+                    const float2 s2 = *(const float2 *)(S + (pr_u * 4 + G) * T8 + 8 * nt + 2 * t);
+                    c[nt][0] = c[nt][2] = s2.x, c[nt][1] = c[nt][3] = s2.y;
+                }
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const int s = 4 * G + j;
+                    uint32_t a[4];
+                    F::pairs(raw, 0, G, j, lc, kc, a[0], a[2]);
+                    F::pairs(raw, 1, G, j, lc, kc, a[1], a[3]);
+#pragma unroll
+                    for (int nt = 0; nt < NTA; nt++) {
+                        const uint2 b = *(const uint2 *)(xb + 8 * nt * p.xt + 4 * s);
+                        mma16816(c[nt], a, b.x, b.y);
+                    }
+                }
+                const float l0 = F::local(raw, 0, G, kc), l1 = F::local(raw, 1, G, kc);
+#pragma unroll
+                for (int nt = 0; nt < NTA; nt++) {
+                    acc[nt][0] = fmaf(l0, c[nt][0], acc[nt][0]);
+                    acc[nt][1] = fmaf(l0, c[nt][1], acc[nt][1]);
+                    acc[nt][2] = fmaf(l1, c[nt][2], acc[nt][2]);
+                    acc[nt][3] = fmaf(l1, c[nt][3], acc[nt][3]);
+                }
+            }
         }
-        /* the block's sum for the 16 rows of this tile */
-        if (t >= 2) acc0 = acc1 = 0.f;
-        acc0 += __shfl_xor_sync(FULL, acc0, 1);
-        acc1 += __shfl_xor_sync(FULL, acc1, 1);
-        if (t == 0) red[warp * 16 + g] = acc0, red[warp * 16 + g + 8] = acc1;
-        __syncthreads();
-        if (warp == 0) {
-            float v = 0.f;
-            if (lane < 16)
-                for (int w = 0; w < NWARP; w++) v += red[w * 16 + lane];
-            v *= rsc;
-            float up = __shfl_down_sync(FULL, v, 8);
-            if (p.mode == MODE_GATEUP) {
-                if (lane < 8) emit_swiglu(p, tile, lane, v, up);
-            } else if (lane < 16) {
-                emit_row(p, tile, lane, v);
+        /* 3. end of a tile */
+        if (++pr_u == nu) {
+            if constexpr (NT == 0) {
+                float v0 = acc0, v1 = acc1;
+                v0 += __shfl_xor_sync(FULL, v0, 1), v1 += __shfl_xor_sync(FULL, v1, 1);
+                v0 += __shfl_xor_sync(FULL, v0, 2), v1 += __shfl_xor_sync(FULL, v1, 2);
+                t_tile_end(p, split, slot, pr_tile, g, t, lane, v0 * rs0, v1 * rs1);
+                acc0 = acc1 = 0.f;
+            } else {
+                t_tile_end_batch<NTA>(p, split, pr_tile, g, t, lane, acc, rs0, rs1);
+#pragma unroll
+                for (int nt = 0; nt < NTA; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
             }
-            rsc = nrsc;
+            pr_u = 0;
+            pr_tile += tstride;
+            rs0 = nrs0, rs1 = nrs1;
+            lc.cs0 = ncs0, lc.zp0 = nzp0, lc.cs1 = ncs1, lc.zp1 = nzp1;
+            if (pr_tile + tstride < p.ntile) rowc(pr_tile + tstride, nrs0, nrs1, ncs0, nzp0, ncs1, nzp1);
         }
     }
     cp_wait<0>();
 }
 
-/* ---- repack (load time) ---- */
-
-__global__ void k_repack275(const uint8_t *src, int64_t rows, int gn, int gp, uint8_t *heads, uint32_t *tl,
-                            uint16_t *tl2) {
-    int64_t n = rows * gp;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        int64_t r = i / gp;
-        int G = (int)(i - r * gp);
-        uint4 h = make_uint4(0, 0, 0, 0);
-        uint32_t a = 0;
-        uint16_t b = 0;
-        if (G < gn) {
-            const uint8_t *s = src + (r * gn + G) * 22;
-            uint32_t w[4];
-            for (int j = 0; j < 4; j++) w[j] = s[4 * j] | s[4 * j + 1] << 8 | s[4 * j + 2] << 16 | (uint32_t)s[4 * j + 3] << 24;
-            h = make_uint4(w[0], w[1], w[2], w[3]);
-            a = s[16] | s[17] << 8 | s[18] << 16 | (uint32_t)s[19] << 24;
-            b = (uint16_t)(s[20] | s[21] << 8);
+/* ---- the tiled layout, made at load time (qmat_tile) ----
+ * One thread per (tile, tile row, unit): it reads the row's 4 groups of the unit from the stored arrays
+ * and writes them to their places in the block (16-byte stores for the lane words). */
+template <int FMT>
+__global__ void k_tile(const uint8_t *q, const uint8_t *loc, int64_t n, int64_t k, int64_t ntiles, int layout,
+                       int64_t tpe, int64_t units, uint8_t *dst) {
+    const int UB = FMT == QF_CCQ275 ? 1408 : FMT == QF_CCQ25 ? 1280 : 1056;
+    const int64_t gn = k / 64, total = ntiles * 16 * units;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t u = i % units, rest = i / units, tile = rest / 16;
+        const int p = (int)(rest % 16), h = p >> 3, g = p & 7;
+        const int64_t e = tile / tpe, j = tile % tpe;
+        int64_t r;
+        bool valid;
+        if (layout == QL_GATE_UP) {
+            int64_t inter = n / 2, c = 8 * j + (p & 7);
+            valid = c < inter;
+            r = c + (p >= 8 ? inter : 0);
+        } else {
+            r = 16 * j + p;
+            valid = r < n;
         }
-        *(uint4 *)(heads + i * 16) = h;
-        tl[i] = a;
-        tl2[i] = b;
-    }
-}
-
-__global__ void k_repack25(const uint16_t *src, int64_t rows, int gn, int gp, uint8_t *heads, uint32_t *tl) {
-    int64_t n = rows * gp;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        int64_t r = i / gp;
-        int G = (int)(i - r * gp);
-        uint4 h = make_uint4(0, 0, 0, 0);
-        uint32_t a = 0;
-        if (G < gn) {
-            const uint16_t *s = src + (r * gn + G) * 10;
-            h = make_uint4(s[0] | (uint32_t)s[1] << 16, s[2] | (uint32_t)s[3] << 16, s[4] | (uint32_t)s[5] << 16,
-                           s[6] | (uint32_t)s[7] << 16);
-            a = s[8] | (uint32_t)s[9] << 16;
+        const int64_t grow = e * n + r;
+        uint8_t *blk = dst + (tile * units + u) * UB;
+        uint32_t A[4][4]; /* [t][Gi] */
+        uint32_t B[4] = {0, 0, 0, 0}, Sx[4] = {0, 0, 0, 0};
+        uint32_t L = 0;
+        for (int Gi = 0; Gi < 4; Gi++) {
+            const int64_t G = 4 * u + Gi;
+            const bool gv = valid && G < gn;
+            if (FMT == QF_CCQ275) {
+                const uint8_t *s = q + (grow * gn + G) * 22;
+                uint8_t b[22];
+                for (int i2 = 0; i2 < 22; i2++) b[i2] = gv ? s[i2] : 0;
+                for (int t = 0; t < 4; t++) {
+                    A[t][Gi] = b[5 * t] | b[5 * t + 1] << 8 | b[5 * t + 2] << 16 | (uint32_t)b[5 * t + 3] << 24;
+                    B[t] |= (uint32_t)b[5 * t + 4] << (8 * Gi);
+                }
+                Sx[Gi >> 1] |= (uint32_t)(b[20] | b[21] << 8) << (16 * (Gi & 1));
+            } else if (FMT == QF_CCQ25) {
+                const uint16_t *s = (const uint16_t *)q + (grow * gn + G) * 10;
+                uint16_t w[10];
+                for (int i2 = 0; i2 < 10; i2++) w[i2] = gv ? s[i2] : 0;
+                for (int t = 0; t < 4; t++) A[t][Gi] = w[2 * t] | (uint32_t)w[2 * t + 1] << 16;
+                Sx[Gi] = w[8] | (uint32_t)w[9] << 16;
+            } else {
+                const uint8_t *s = q + grow * (k / 4) + G * 16;
+                uint4 v = gv ? *(const uint4 *)s : make_uint4(0, 0, 0, 0);
+                A[0][Gi] = v.x, A[1][Gi] = v.y, A[2][Gi] = v.z, A[3][Gi] = v.w;
+                uint32_t lb = gv ? loc[grow * ((k + 127) / 128) + G / 2] : 0;
+                L |= ((G & 1) ? lb & 15 : lb >> 4) << (4 * Gi);
+            }
         }
-        *(uint4 *)(heads + i * 16) = h;
-        tl[i] = a;
+        for (int t = 0; t < 4; t++)
+            *(uint4 *)(blk + h * 512 + (4 * g + t) * 16) = make_uint4(A[t][0], A[t][1], A[t][2], A[t][3]);
+        if (FMT == QF_CCQ275) {
+            for (int t = 0; t < 4; t++) *(uint32_t *)(blk + 1024 + h * 128 + (4 * g + t) * 4) = B[t];
+            *(uint2 *)(blk + 1280 + h * 64 + g * 8) = make_uint2(Sx[0], Sx[1]);
+        } else if (FMT == QF_CCQ25) {
+            *(uint4 *)(blk + 1024 + h * 128 + g * 16) = make_uint4(Sx[0], Sx[1], Sx[2], Sx[3]);
+        } else {
+            *(uint16_t *)(blk + 1024 + g * 4 + 2 * h) = (uint16_t)L;
+        }
     }
 }
 
@@ -929,7 +1318,156 @@ int ck(err_t *err, cudaError_t e, const char *what) {
     return err_set(err, ERR_NODEV, "%s: %s", what, cudaGetErrorString(e));
 }
 
-int64_t groups_padded(int64_t k) { return (k / 64 + 3) / 4 * 4; }
+/* ---- host side of the tiled kernels ---- */
+
+struct DevFacts {
+    int sms, smem_sm, smem_optin;
+};
+
+int dev_facts(DevFacts *d, err_t *err) {
+    static DevFacts f = {0, 0, 0};
+    if (!f.sms) {
+        int dev = 0;
+        if (ck(err, cudaGetDevice(&dev), "cudaGetDevice")) return -1;
+        if (ck(err, cudaDeviceGetAttribute(&f.sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute") ||
+            ck(err, cudaDeviceGetAttribute(&f.smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev),
+               "cudaDeviceGetAttribute") ||
+            ck(err, cudaDeviceGetAttribute(&f.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+               "cudaDeviceGetAttribute"))
+            return -1;
+    }
+    *d = f;
+    return 0;
+}
+
+struct TInfo {
+    const void *kernel;
+    int ub, nb_max;
+};
+
+template <class F, int NT>
+TInfo tinfo_of() {
+    return TInfo{(const void *)qt_kernel<F, NT>, F::UB, t_min_blocks<NT>()};
+}
+
+template <class F>
+TInfo tinfo_nt(int nt) {
+    switch (nt) {
+    case 0: return tinfo_of<F, 0>();
+    case 1: return tinfo_of<F, 1>();
+    case 2: return tinfo_of<F, 2>();
+    case 4: return tinfo_of<F, 4>();
+    default: return tinfo_of<F, 8>();
+    }
+}
+
+TInfo tiled_info(qfmt f, int nt) {
+    if (f == QF_CCQ275) return tinfo_nt<T275>(nt);
+    if (f == QF_CCQ25) return tinfo_nt<T25>(nt);
+    return tinfo_nt<T206>(nt);
+}
+
+size_t t_smem(int ub, int nt, int64_t upp) {
+    int64_t T8 = nt ? 8 * nt : 1;
+    return (size_t)NWARP * 3 * ub + (size_t)(T8 * xt_of(upp) + (nt ? 0 : LXQ)) * 2 + (size_t)upp * 4 * (nt ? T8 : 4) * 4 +
+           256 * 4 + 256 * 2;
+}
+
+/* Raises a kernel's dynamic shared-memory limit once. */
+int allow_smem(const void *kernel, const DevFacts &d, err_t *err) {
+    static const void *done[64];
+    static int ndone = 0;
+    for (int i = 0; i < ndone; i++)
+        if (done[i] == kernel) return 0;
+    if (ck(err, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin),
+           "cudaFuncSetAttribute"))
+        return -1;
+    if (ndone < 64) done[ndone++] = kernel;
+    return 0;
+}
+
+/* Grid and launch of a tiled product: `fixed` splits (the expert slots of the down projection, else 1)
+ * times K parts. K parts come from two needs: the block's x must fit in shared memory (batches), and at
+ * batch 1 the per-warp rate, not DRAM, runs out first when there are too few tiles, so K is split when
+ * ceil(items / resident warps) * units per item falls by 10% or more. */
+int t_launch(qfmt f, int nt, TP &p, int tiles, int fixed, qgemv_ws *ws, cudaStream_t st, err_t *err) {
+    if ((uintptr_t)p.x % 16) return err_set(err, ERR_ARG, "qgemv: the activations are not 16-byte aligned");
+    TInfo ti = tiled_info(f, nt);
+    DevFacts d;
+    if (dev_facts(&d, err) || allow_smem(ti.kernel, d, err)) return -1;
+    const int T8 = nt ? 8 * nt : 1;
+    const int units = p.units;
+    const bool have_ws = ws && ws->partial && ws->count;
+    int kparts = 0, nb = 0;
+    double best = 0;
+    for (int kp = 1; kp <= 64 && kp <= units; kp++) {
+        int upp = (units + kp - 1) / kp, kpe = (units + upp - 1) / upp;
+        if (kpe != kp) continue;
+        size_t smem = t_smem(ti.ub, nt, upp);
+        if (smem > (size_t)d.smem_optin) continue;
+        int b = d.smem_sm / (int)(smem + 1024);
+        if (b > ti.nb_max) b = ti.nb_max;
+        if (b < 1) continue;
+        int splits = fixed * kpe;
+        if (splits > 1 && (!have_ws || (size_t)splits * tiles * 16 * T8 > ws->partial_floats ||
+                           (size_t)tiles > ws->count_ints || splits > 64))
+            continue;
+        /* A warp's time is its items times (units per item + about one unit of fixed cost: the pipeline
+         * start, the row data, the end of the tile); with batches every K part also adds T8 * 16 partial
+         * sums per tile to the workspace, summed by one warp. */
+        int64_t W = (int64_t)d.sms * b * NWARP;
+        double cost = (double)(((int64_t)tiles * splits + W - 1) / W) * (upp + 1) + (splits > 1 && nt ? splits * T8 / 64.0 : 0);
+        if (!kparts || cost < 0.9 * best) best = cost, kparts = kpe, nb = b;
+    }
+    if (!kparts) {
+        if (!have_ws && (fixed > 1 || nt))
+            return err_set(err, ERR_ARG, "qgemv: this product needs a workspace (qgemv_ws_alloc)");
+        return err_set(err, ERR_ARG, "qgemv: no split of this product fits (shared memory or workspace too small)");
+    }
+    int upp = (units + kparts - 1) / kparts;
+    size_t smem = t_smem(ti.ub, nt, upp);
+    int splits = fixed * kparts;
+    int64_t W = (int64_t)d.sms * nb * NWARP;
+    int64_t items = (int64_t)tiles * splits;
+    int64_t warps = items < W ? items : W;
+    int64_t wps = (warps + splits - 1) / splits;
+    if (wps > tiles) wps = tiles;
+    int bps = (int)((wps + NWARP - 1) / NWARP);
+    int64_t bslots = (int64_t)d.sms * nb;
+    if ((int64_t)bps * splits > bslots && bslots >= splits) bps = (int)(bslots / splits);
+    if (bps < 1) bps = 1;
+    if (splits > 1) p.wsp = ws->partial, p.wsc = ws->count;
+    p.upp = upp;
+    p.kparts = kparts;
+    p.xt = (int)xt_of(upp);
+    p.ntile = tiles;
+    p.splits = splits;
+    p.bps = bps;
+    void *args[] = {&p};
+    if (ck(err, cudaLaunchKernel(ti.kernel, dim3((unsigned)(splits * bps)), dim3(NTHREAD), args, smem, st),
+           "qgemv kernel launch"))
+        return -1;
+    return ck(err, cudaGetLastError(), "qgemv kernel launch");
+}
+
+TP t_params(const qmat_dev *m) {
+    TP p;
+    memset(&p, 0, sizeof p);
+    p.q = (const uint8_t *)m->q;
+    p.cs = m->code_scale;
+    p.zp = m->code_zp;
+    p.super = m->super;
+    p.n = (int)m->n;
+    p.k = (int)m->k;
+    p.n_experts = m->n_experts;
+    p.units = (int)ql_units(m->k);
+    p.tpe = (int)ql_tiles_per_expert(m->n, m->layout);
+    p.tpe_inv = (unsigned)((((uint64_t)1 << 32) + p.tpe - 1) / p.tpe);
+    p.T = 1;
+    return p;
+}
+
+bool is_tiled(qfmt f) { return f == QF_CCQ275 || f == QF_CCQ25 || f == QF_CCQ206; }
 
 struct FmtInfo {
     int ring_bytes, xs_chunk_bytes, lw;
@@ -948,16 +1486,10 @@ FmtInfo fmt_info(qfmt f) {
     case QF_BF16: return info_of<FBf16>();
     case QF_WINT8: return info_of<FWint8>();
     case QF_WINT4: return info_of<FWint4>();
-    case QF_CCQ275: return info_of<FCcq275>();
-    case QF_CCQ25: return info_of<FCcq25>();
-    case QF_CCQ206: return info_of<FCcq206>();
     default: return FmtInfo{0, 0, 0, false, NULL};
     }
 }
 
-/* qgemv_ccq206_use_table. Off by default: on the H100 the table kernel measured no faster than the
- * arithmetic decode (its 2-way conflicted lookups saturate shared memory first); docs/perf-notes.md. */
-bool g_ccq206_table = false;
 
 /* Occupancy (blocks per SM) of a kernel at a shared-memory size, and the SM count. */
 int plan_occupancy_k(const void *kernel, int slot, size_t smem, int *blocks_per_sm, int *sms, err_t *err) {
@@ -997,26 +1529,6 @@ size_t xs_smem(const FmtInfo &fi, int chunks) {
     return fi.ring_bytes + (size_t)(chunks + 1) * fi.xs_chunk_bytes + (size_t)(chunks > 16 ? chunks : 16) * 4;
 }
 
-/* The ccq2.06 table kernel when it fits twice on an SM; returns 1 if launched, 0 to fall back. */
-int try_table_launch(KParams &p, int tiles, cudaStream_t st, err_t *err) {
-    int units = (p.nchunk + 3) / 4, ncp = units * 4;
-    size_t smem = TBL_BYTES + (size_t)NWARP * 3 * (256 + 64 * FCcq206T::SIDE) * 4 +
-                  (size_t)(ncp + 1) * XS_CHUNK<FCcq206T>() * 2 + (size_t)ncp * 4 + NWARP * 16 * 4;
-    int nb = 0, sms = 0;
-    if (plan_occupancy_k((const void *)q206_table_kernel, QF_COUNT, smem, &nb, &sms, err)) return -1;
-    if (nb < 2) return 0;
-    int64_t slots = (int64_t)nb * sms;
-    int64_t per = (tiles + slots - 1) / slots;
-    int grid = (int)((tiles + per - 1) / per);
-    p.T = tiles, p.splits = 1, p.bps = grid, p.cpp = ncp, p.kparts = 1;
-    void *args[] = {&p};
-    if (ck(err, cudaLaunchKernel((const void *)q206_table_kernel, dim3(grid), dim3(NTHREAD), args, smem, st),
-           "qgemv kernel launch"))
-        return -1;
-    if (ck(err, cudaGetLastError(), "qgemv kernel launch")) return -1;
-    return 1;
-}
-
 int check_mat(const qmat_dev *m, err_t *err) {
     if (!m || (int)m->fmt < 0 || (int)m->fmt >= (int)QF_COUNT) return err_set(err, ERR_ARG, "qgemv: bad weight format");
     if (m->k <= 0 || m->k % 64 || m->n <= 0 || m->n_experts <= 0)
@@ -1028,12 +1540,15 @@ int check_mat(const qmat_dev *m, err_t *err) {
     switch (m->fmt) {
     case QF_WINT8:
     case QF_WINT4: ok = ok && m->scale; break;
-    case QF_CCQ206: ok = ok && m->local && m->code_scale && m->code_zp && m->super; break;
-    case QF_CCQ275: ok = ok && m->tail && m->tail2 && m->super; break;
-    case QF_CCQ25: ok = ok && m->tail && m->super; break;
+    case QF_CCQ206: ok = ok && m->code_scale && m->code_zp && m->super; break;
+    case QF_CCQ275:
+    case QF_CCQ25: ok = ok && m->super; break;
     default: break;
     }
     if (!ok) return err_set(err, ERR_ARG, "qgemv: %s weight is missing a part", qfmt_name(m->fmt));
+    if (is_tiled(m->fmt) != (m->layout == QL_ROWS || m->layout == QL_GATE_UP))
+        return err_set(err, ERR_ARG, "qgemv: %s weight %s", qfmt_name(m->fmt),
+                       is_tiled(m->fmt) ? "is not in the tiled layout (qmat_tile)" : "has a tiled layout it cannot have");
     return 0;
 }
 
@@ -1041,9 +1556,6 @@ KParams base_params(const qmat_dev *m) {
     KParams p;
     memset(&p, 0, sizeof p);
     p.q = (const uint8_t *)m->q;
-    p.tail = (const uint8_t *)m->tail;
-    p.tail2 = (const uint8_t *)m->tail2;
-    p.local = m->local;
     p.scale = m->scale;
     p.cs = m->code_scale;
     p.zp = m->code_zp;
@@ -1056,11 +1568,6 @@ KParams base_params(const qmat_dev *m) {
     case QF_BF16: p.q_stride = 2 * K, p.nchunk = (int)(K / 8); break;
     case QF_WINT8: p.q_stride = K, p.nchunk = (int)(K / 16); break;
     case QF_WINT4: p.q_stride = K / 2, p.nchunk = (int)(K / 32); break;
-    case QF_CCQ206: p.q_stride = K / 4, p.nchunk = (int)(K / 64), p.l_stride = (K + 127) / 128; break;
-    case QF_CCQ275:
-    case QF_CCQ25:
-        p.t_stride = groups_padded(K), p.q_stride = 16 * p.t_stride, p.nchunk = (int)(K / 64);
-        break;
     default: break;
     }
     return p;
@@ -1073,10 +1580,6 @@ int plan_and_launch(qfmt f, KParams &p, int tiles, int fixed_splits, bool allow_
                     cudaStream_t st, err_t *err) {
     FmtInfo fi = fmt_info(f);
     int units = (p.nchunk + 3) / 4;
-    if (f == QF_CCQ206 && g_ccq206_table && p.mode != MODE_DOWN) {
-        int r = try_table_launch(p, tiles, st, err);
-        if (r) return r < 0 ? -1 : 0;
-    }
     /* Resident warps W with the whole K in shared memory (splitting K only shrinks it). A warp's time
      * is about its items times the units per item: the per-warp rate, not DRAM, is what runs out first
      * at batch 1, so split K into kp parts when ceil(items / W) * units_per_item falls by 10% or more. */
@@ -1153,7 +1656,6 @@ extern "C" double qfmt_row_bytes(qfmt f, int64_t k) {
     }
 }
 
-extern "C" void qgemv_ccq206_use_table(int on) { g_ccq206_table = on != 0; }
 
 extern "C" int qgemv_ws_alloc(qgemv_ws *ws, int64_t max_rows, int max_splits, err_t *err) {
     memset(ws, 0, sizeof *ws);
@@ -1180,47 +1682,84 @@ extern "C" void qgemv_ws_free(qgemv_ws *ws) {
     memset(ws, 0, sizeof *ws);
 }
 
-extern "C" size_t qmat_repack_bytes(qfmt f, int64_t rows, int64_t k) {
-    int64_t gp = groups_padded(k);
-    if (f == QF_CCQ275) return (size_t)(rows * gp * (16 + 4 + 2));
-    if (f == QF_CCQ25) return (size_t)(rows * gp * (16 + 4));
+extern "C" size_t qmat_tile_bytes(qfmt f, int n_experts, int64_t n, int64_t k, int layout) {
+    if (!is_tiled(f) || n_experts < 1 || n < 1 || k < 64 || (layout != QL_ROWS && layout != QL_GATE_UP)) return 0;
+    return (size_t)(n_experts * ql_tiles_per_expert(n, layout) * ql_units(k) * ql_unit_bytes(f));
+}
+
+extern "C" int qmat_tile(qmat_dev *m, int layout, void *dst, void *stream, err_t *err) {
+    if (!m || !is_tiled(m->fmt)) return err_set(err, ERR_ARG, "qmat_tile: %s has no tiled layout", m ? qfmt_name(m->fmt) : "?");
+    if (layout != QL_ROWS && layout != QL_GATE_UP) return err_set(err, ERR_ARG, "qmat_tile: bad layout %d", layout);
+    if (m->layout != QL_STORED) return err_set(err, ERR_ARG, "qmat_tile: the weight is already tiled");
+    if (m->k <= 0 || m->k % 64 || m->n <= 0 || m->n_experts <= 0 || (layout == QL_GATE_UP && m->n % 2))
+        return err_set(err, ERR_ARG, "qmat_tile: bad shape %d x %lld x %lld", m->n_experts, (long long)m->n, (long long)m->k);
+    if (!m->q || (m->fmt == QF_CCQ206 && !m->local)) return err_set(err, ERR_ARG, "qmat_tile: missing part");
+    if ((uintptr_t)dst % 16) return err_set(err, ERR_ARG, "qmat_tile: destination not 16-byte aligned");
+    int64_t tpe = ql_tiles_per_expert(m->n, layout), units = ql_units(m->k), ntiles = m->n_experts * tpe;
+    int64_t work = ntiles * 16 * units;
+    int blocks = (int)((work + 255) / 256 > 65535 ? 65535 : (work + 255) / 256);
+    cudaStream_t st = (cudaStream_t)stream;
+    const uint8_t *q = (const uint8_t *)m->q;
+    if (m->fmt == QF_CCQ275)
+        k_tile<QF_CCQ275><<<blocks, 256, 0, st>>>(q, NULL, m->n, m->k, ntiles, layout, tpe, units, (uint8_t *)dst);
+    else if (m->fmt == QF_CCQ25)
+        k_tile<QF_CCQ25><<<blocks, 256, 0, st>>>(q, NULL, m->n, m->k, ntiles, layout, tpe, units, (uint8_t *)dst);
+    else
+        k_tile<QF_CCQ206><<<blocks, 256, 0, st>>>(q, m->local, m->n, m->k, ntiles, layout, tpe, units, (uint8_t *)dst);
+    if (ck(err, cudaGetLastError(), "qmat_tile kernel launch")) return -1;
+    m->q = dst;
+    m->local = NULL;
+    m->tail = m->tail2 = NULL;
+    m->layout = layout;
     return 0;
+}
+
+extern "C" size_t qmat_repack_bytes(qfmt f, int64_t rows, int64_t k) {
+    return (f == QF_CCQ275 || f == QF_CCQ25) ? qmat_tile_bytes(f, 1, rows, k, QL_ROWS) : 0;
 }
 
 extern "C" int qmat_repack(qfmt f, const void *src, int64_t rows, int64_t k, void *dst, qmat_dev *m, void *stream,
                            err_t *err) {
-    if (f != QF_CCQ275 && f != QF_CCQ25) return err_set(err, ERR_ARG, "qmat_repack: %s needs no repack", qfmt_name(f));
-    if (k <= 0 || k % 64 || rows <= 0) return err_set(err, ERR_ARG, "qmat_repack: bad shape %lld x %lld", (long long)rows, (long long)k);
-    if ((uintptr_t)dst % 16) return err_set(err, ERR_ARG, "qmat_repack: destination not 16-byte aligned");
-    int64_t gp = groups_padded(k), gn = k / 64, n = rows * gp;
-    uint8_t *heads = (uint8_t *)dst;
-    uint32_t *tl = (uint32_t *)(heads + n * 16);
-    int blocks = (int)((n + 255) / 256 > 65535 ? 65535 : (n + 255) / 256);
-    cudaStream_t st = (cudaStream_t)stream;
-    if (f == QF_CCQ275) {
-        uint16_t *tl2 = (uint16_t *)(tl + n);
-        k_repack275<<<blocks, 256, 0, st>>>((const uint8_t *)src, rows, (int)gn, (int)gp, heads, tl, tl2);
-        m->tail2 = tl2;
-    } else {
-        k_repack25<<<blocks, 256, 0, st>>>((const uint16_t *)src, rows, (int)gn, (int)gp, heads, tl);
-        m->tail2 = NULL;
-    }
-    m->q = heads;
-    m->tail = tl;
-    return ck(err, cudaGetLastError(), "qmat_repack kernel launch");
+    if (f != QF_CCQ275 && f != QF_CCQ25) return err_set(err, ERR_ARG, "qmat_repack: %s: use qmat_tile", qfmt_name(f));
+    qmat_dev t;
+    memset(&t, 0, sizeof t);
+    t.fmt = f, t.n = rows, t.k = k, t.n_experts = 1, t.q = src;
+    if (qmat_tile(&t, QL_ROWS, dst, stream, err)) return -1;
+    m->q = t.q;
+    m->tail = m->tail2 = NULL;
+    m->layout = QL_ROWS;
+    return 0;
 }
 
-extern "C" int qgemv(const qmat_dev *m, const uint16_t *x, void *y, qout yt, qgemv_ws *ws, void *stream, err_t *err) {
+extern "C" int qgemv_batch(const qmat_dev *m, int T, const uint16_t *x, void *y, qout yt, qgemv_ws *ws, void *stream,
+                           err_t *err) {
     if (check_mat(m, err)) return -1;
     if (m->n_experts != 1) return err_set(err, ERR_ARG, "qgemv: a stacked weight needs qmoe_gate_up or qmoe_down");
     if (!x || !y) return err_set(err, ERR_ARG, "qgemv: NULL x or y");
+    if (T < 1 || T > QGEMV_MAX_T) return err_set(err, ERR_ARG, "qgemv: %d tokens (1..%d)", T, QGEMV_MAX_T);
+    if (is_tiled(m->fmt) && m->layout != QL_ROWS) return err_set(err, ERR_ARG, "qgemv: a gate/up tiling needs qmoe_gate_up");
+    int tiles = (int)((m->n + 15) / 16);
+    if (is_tiled(m->fmt)) {
+        TP p = t_params(m);
+        p.mode = MODE_PLAIN;
+        p.out_bf16 = yt == QOUT_BF16;
+        p.x = x;
+        p.y = y;
+        p.T = T;
+        int nt = T == 1 ? 0 : T <= 8 ? 1 : T <= 16 ? 2 : T <= 32 ? 4 : 8;
+        return t_launch(m->fmt, nt, p, tiles, 1, ws, (cudaStream_t)stream, err);
+    }
+    if (T != 1) return err_set(err, ERR_UNSUPPORTED, "qgemv: batches of %s weights are not implemented", qfmt_name(m->fmt));
     KParams p = base_params(m);
     p.mode = MODE_PLAIN;
     p.out_bf16 = yt == QOUT_BF16;
     p.x = x;
     p.y = y;
-    int tiles = (int)((m->n + 15) / 16);
     return plan_and_launch(m->fmt, p, tiles, 1, true, ws, (cudaStream_t)stream, err);
+}
+
+extern "C" int qgemv(const qmat_dev *m, const uint16_t *x, void *y, qout yt, qgemv_ws *ws, void *stream, err_t *err) {
+    return qgemv_batch(m, 1, x, y, yt, ws, stream, err);
 }
 
 extern "C" int qmoe_gate_up(const qmat_dev *m, const int32_t *ids, int topk, const uint16_t *x, void *h, qout ht,
@@ -1228,6 +1767,17 @@ extern "C" int qmoe_gate_up(const qmat_dev *m, const int32_t *ids, int topk, con
     if (check_mat(m, err)) return -1;
     if (m->n % 2) return err_set(err, ERR_ARG, "qmoe_gate_up: %lld rows per expert is not gate + up", (long long)m->n);
     if (topk < 1 || topk > 64 || !ids || !x || !h) return err_set(err, ERR_ARG, "qmoe_gate_up: bad arguments (topk %d)", topk);
+    if (is_tiled(m->fmt)) {
+        if (m->layout != QL_GATE_UP) return err_set(err, ERR_ARG, "qmoe_gate_up: the weight needs the gate/up tiling");
+        TP p = t_params(m);
+        p.mode = MODE_GATEUP;
+        p.inter = (int)(m->n / 2);
+        p.out_bf16 = ht == QOUT_BF16;
+        p.x = x;
+        p.y = h;
+        p.ids = ids;
+        return t_launch(m->fmt, 0, p, topk * p.tpe, 1, ws, (cudaStream_t)stream, err);
+    }
     KParams p = base_params(m);
     p.mode = MODE_GATEUP;
     p.inter = (int)(m->n / 2);
@@ -1246,6 +1796,18 @@ extern "C" int qmoe_down(const qmat_dev *m, const int32_t *ids, const float *rou
         return err_set(err, ERR_ARG, "qmoe_down: bad arguments (topk %d)", topk);
     if (topk > 1 && (!ws || !ws->partial || !ws->count))
         return err_set(err, ERR_ARG, "qmoe_down: %d experts are summed through a workspace (qgemv_ws_alloc)", topk);
+    int tiles = (int)((m->n + 15) / 16);
+    if (is_tiled(m->fmt)) {
+        if (m->layout != QL_ROWS) return err_set(err, ERR_ARG, "qmoe_down: the weight needs the row tiling");
+        TP p = t_params(m);
+        p.mode = MODE_DOWN;
+        p.out_bf16 = yt == QOUT_BF16;
+        p.x = h;
+        p.y = y;
+        p.ids = ids;
+        p.route_w = route_w;
+        return t_launch(m->fmt, 0, p, tiles, topk, ws, (cudaStream_t)stream, err);
+    }
     KParams p = base_params(m);
     p.mode = MODE_DOWN;
     p.out_bf16 = yt == QOUT_BF16;
@@ -1253,6 +1815,5 @@ extern "C" int qmoe_down(const qmat_dev *m, const int32_t *ids, const float *rou
     p.y = y;
     p.ids = ids;
     p.route_w = route_w;
-    int tiles = (int)((m->n + 15) / 16);
     return plan_and_launch(m->fmt, p, tiles, topk, true, ws, (cudaStream_t)stream, err);
 }

@@ -6,8 +6,10 @@
  * fp32 accumulation, |y - ref| <= 2e-5 * sum_k |w_k x_k| per element and (64 outputs or more) a
  * norm-wise error under 1e-5;
  * bf16 outputs add half a bf16 ulp. Shapes: odd sizes (N not a multiple of the tile, K = 64), and the
- * real ERNIE-4.5-300B shapes. A last test checks the codec's decode against a decoder written here
- * straight from spec/ccq.md, so that a codec bug cannot hide a kernel bug. */
+ * real ERNIE-4.5-300B shapes; batches of T tokens (qgemv_batch) likewise. The ccq formats go through
+ * qmat_tile first, and a test rebuilds the tiled layout on the host from the description in
+ * kernels/cuda/qlayout.cuh and compares it byte for byte. A last test checks the codec's decode against a
+ * decoder written here straight from spec/ccq.md, so that a codec bug cannot hide a kernel bug. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,7 +70,7 @@ typedef struct {
     int nparts;
     void *host[CCQ_MAX_PARTS];
     void *dev[CCQ_MAX_PARTS];
-    void *repacked;
+    void *tiled;
     ccq_tensor t;
     qmat_dev m;
 } tweight;
@@ -78,12 +80,15 @@ static void tw_free(tweight *w) {
         free(w->host[i]);
         cu_free(w->dev[i]);
     }
-    cu_free(w->repacked);
+    cu_free(w->tiled);
     memset(w, 0, sizeof *w);
 }
 
-/* Makes a random valid weight of `experts` x [n][k] in format f on the host and (upload) the device. */
-static int tw_make_on(tweight *w, qfmt f, int experts, int64_t n, int64_t k, rng_t *r, int upload) {
+static int is_ccq(qfmt f) { return f == QF_CCQ275 || f == QF_CCQ25 || f == QF_CCQ206; }
+
+/* Makes a random valid weight of `experts` x [n][k] in format f on the host and (upload) the device, tiled
+ * with `layout` (QLAYOUT_ROWS or QLAYOUT_GATE_UP) when the format has a tiled layout. */
+static int tw_make_on(tweight *w, qfmt f, int experts, int64_t n, int64_t k, rng_t *r, int upload, int layout) {
     err_t e = {0};
     memset(w, 0, sizeof *w);
     w->f = f, w->experts = experts, w->n = n, w->k = k, w->rows = experts * n;
@@ -163,19 +168,17 @@ static int tw_make_on(tweight *w, qfmt f, int experts, int64_t n, int64_t k, rng
         else if (!strcmp(nm, "code_scale")) w->m.code_scale = w->dev[i];
         else if (!strcmp(nm, "code_zp")) w->m.code_zp = w->dev[i];
     }
-    if (f == QF_CCQ275 || f == QF_CCQ25) {
-        size_t nb = qmat_repack_bytes(f, w->rows, k);
-        w->repacked = cu_malloc(nb, &e);
-        if (!w->repacked) return FAIL("%s", e.msg);
-        const void *src = w->m.q;
-        if (qmat_repack(f, src, w->rows, k, w->repacked, &w->m, NULL, &e) || cu_sync(&e))
-            return FAIL("qmat_repack %s: %s", qfmt_name(f), e.msg);
+    if (is_ccq(f)) {
+        size_t nb = qmat_tile_bytes(f, experts, n, k, layout);
+        w->tiled = cu_malloc(nb, &e);
+        if (!w->tiled || cu_memset(w->tiled, 0xA5, nb, &e)) return FAIL("%s", e.msg); /* the tiling must write all */
+        if (qmat_tile(&w->m, layout, w->tiled, NULL, &e) || cu_sync(&e)) return FAIL("qmat_tile %s: %s", qfmt_name(f), e.msg);
     }
     return 1;
 }
 
 static int tw_make(tweight *w, qfmt f, int experts, int64_t n, int64_t k, rng_t *r) {
-    return tw_make_on(w, f, experts, n, k, r, 1);
+    return tw_make_on(w, f, experts, n, k, r, 1, QLAYOUT_ROWS);
 }
 
 /* Reference: decoded rows of the weight (codec) times x in fp64; also sum |w x| for the bound. */
@@ -318,18 +321,154 @@ TEST(gemv_real_shapes_ccq275) { real_shapes(QF_CCQ275); }
 TEST(gemv_real_shapes_ccq25) { real_shapes(QF_CCQ25); }
 TEST(gemv_real_shapes_ccq206) { real_shapes(QF_CCQ206); }
 
-/* ccq2.06 products decode arithmetically by default; the lookup-table kernel (plain and gate/up
- * products, switched on with qgemv_ccq206_use_table) is checked here on the same shapes. */
-TEST(gemv_ccq206_table_kernel) {
+
+/* ---- batches: qgemv_batch ---- */
+
+/* T tokens through one random [n][k] weight; reference: each decoded row times every token in fp64. */
+static int check_batch(qfmt f, int64_t n, int64_t k, int T, int out_bf16, rng_t *r, uint64_t seed) {
+    err_t e = {0};
+    tweight w;
+    char what[160];
+    snprintf(what, sizeof what, "%s %lldx%lld T%d %s", qfmt_name(f), (long long)n, (long long)k, T, out_bf16 ? "bf16" : "f32");
+    if (!tw_make(&w, f, 1, n, k, r)) return FAIL("%s: making the weight failed", what);
+    size_t nx = (size_t)T * k, ny = (size_t)T * n;
+    uint16_t *xb = malloc(nx * 2);
+    float *xf = malloc(nx * 4), *d = malloc((size_t)k * 4);
+    double *ref = malloc(ny * 8), *bound = malloc(ny * 8);
+    random_x(r, xb, xf, (int64_t)nx);
+    int ok = 1;
+    for (int64_t row = 0; row < n && ok; row++) {
+        if (ccq_decode_row(&w.t, row, d, &e)) ok = FAIL("ccq_decode_row: %s", e.msg);
+        for (int tk = 0; tk < T && ok; tk++) {
+            const float *xt = xf + (size_t)tk * k;
+            double sum = 0, a = 0;
+            for (int64_t c = 0; c < k; c++) {
+                double pr = (double)d[c] * xt[c];
+                sum += pr, a += fabs(pr);
+            }
+            ref[(size_t)tk * n + row] = sum, bound[(size_t)tk * n + row] = 2e-5 * a;
+        }
+    }
+    qgemv_ws ws = {0};
+    size_t ybytes = ny * (out_bf16 ? 2 : 4);
+    void *xd = cu_malloc(nx * 2, &e), *yd = poisoned(ybytes, &e);
+    void *yh = malloc(ybytes), *yh2 = malloc(ybytes);
+    qout ot = out_bf16 ? QOUT_BF16 : QOUT_F32;
+    if (ok && (!xd || !yd || cu_h2d(xd, xb, nx * 2, &e) || qgemv_ws_alloc(&ws, 65536 * 8, 64, &e)))
+        ok = FAIL("%s: %s", what, e.msg);
+    if (ok && (qgemv_batch(&w.m, T, xd, yd, ot, &ws, NULL, &e) || cu_sync(&e) || cu_d2h(yh, yd, ybytes, &e)))
+        ok = FAIL("%s: qgemv_batch: %s", what, e.msg);
+    if (ok) ok = compare(what, yh, out_bf16, ref, bound, (int64_t)ny, seed);
+    if (ok && (cu_memset(yd, 0xFF, ybytes, &e) || qgemv_batch(&w.m, T, xd, yd, ot, &ws, NULL, &e) || cu_sync(&e) ||
+               cu_d2h(yh2, yd, ybytes, &e)))
+        ok = FAIL("%s: second qgemv_batch: %s", what, e.msg);
+    if (ok && memcmp(yh, yh2, ybytes)) ok = FAIL("%s: two calls gave different results", what);
+    qgemv_ws_free(&ws);
+    cu_free(xd), cu_free(yd);
+    free(yh), free(yh2), free(xb), free(xf), free(d), free(ref), free(bound);
+    tw_free(&w);
+    return ok;
+}
+
+static const qfmt CCQ[] = {QF_CCQ275, QF_CCQ25, QF_CCQ206};
+
+TEST(gemv_batch_small_shapes) {
     uint64_t seed = fresh_seed();
     rng_t r;
     rng_seed(&r, seed);
-    qgemv_ccq206_use_table(1);
-    if (!check_moe(QF_CCQ206, 6, 4, 192, 320, 0, &r, seed)) return;
-    for (int s = 0; s < NSMALL; s++)
-        if (!check_plain(QF_CCQ206, SMALL[s][0], SMALL[s][1], s % 3 == 2, s != 1, &r, seed)) return;
-    for (int s = 0; s < 4; s++)
-        if (!check_plain(QF_CCQ206, REAL[s][0], REAL[s][1], 0, 1, &r, seed)) return;
+    static const int Ts[] = {2, 3, 8, 9, 16, 17, 33, 64};
+    for (int f = 0; f < 3; f++)
+        for (int s = 0; s < NSMALL; s++)
+            if (!check_batch(CCQ[f], SMALL[s][0], SMALL[s][1], Ts[s], s % 3 == 1, &r, seed)) return;
+}
+
+TEST(gemv_batch_real_shapes) {
+    uint64_t seed = fresh_seed();
+    rng_t r;
+    rng_seed(&r, seed);
+    static const int Ts[] = {4, 16, 8, 2};
+    for (int f = 0; f < 3; f++)
+        for (int s = 0; s < 4; s++)
+            if (!check_batch(CCQ[f], REAL[s][0], REAL[s][1], Ts[(s + f) % 4], 0, &r, seed)) return;
+    check_batch(QF_CCQ206, 7168, 8192, 64, 1, &r, seed);
+}
+
+/* ---- the tiled layout, rebuilt on the host from its description in kernels/cuda/qlayout.cuh ---- */
+
+static int tiled_layout_matches(qfmt f, int experts, int64_t n, int64_t k, int layout, rng_t *r, uint64_t seed) {
+    err_t e = {0};
+    tweight w;
+    if (!tw_make_on(&w, f, experts, n, k, r, 1, layout)) return 0;
+    int ub = f == QF_CCQ275 ? 1408 : f == QF_CCQ25 ? 1280 : 1056;
+    int64_t tpe = layout == QLAYOUT_GATE_UP ? (n / 2 + 7) / 8 : (n + 15) / 16, units = (k + 255) / 256, gn = k / 64;
+    size_t nb = (size_t)experts * tpe * units * ub;
+    int ok = CHECK_INT(qmat_tile_bytes(f, experts, n, k, layout), nb);
+    uint8_t *got = malloc(nb), *want = calloc(nb, 1);
+    if (ok && cu_d2h(got, w.tiled, nb, &e)) ok = FAIL("%s", e.msg);
+    const uint8_t *q = w.host[0], *loc = f == QF_CCQ206 ? w.host[1] : NULL;
+    for (int64_t ex = 0; ex < experts && ok; ex++)
+        for (int64_t j = 0; j < tpe; j++)
+            for (int p = 0; p < 16; p++) {
+                int64_t row;
+                int valid;
+                if (layout == QLAYOUT_GATE_UP) {
+                    int64_t c = 8 * j + p % 8;
+                    valid = c < n / 2, row = c + (p >= 8 ? n / 2 : 0);
+                } else {
+                    row = 16 * j + p, valid = row < n;
+                }
+                int h = p / 8, g = p % 8;
+                for (int64_t u = 0; u < units; u++) {
+                    uint8_t *blk = want + ((ex * tpe + j) * units + u) * ub;
+                    for (int Gi = 0; Gi < 4; Gi++) {
+                        int64_t G = 4 * u + Gi;
+                        if (!valid || G >= gn) continue;
+                        int64_t gr = ex * n + row;
+                        for (int t = 0; t < 4; t++) {
+                            uint8_t *a = blk + h * 512 + (4 * g + t) * 16 + 4 * Gi;
+                            if (f == QF_CCQ275) {
+                                const uint8_t *src = q + (gr * gn + G) * 22;
+                                memcpy(a, src + 5 * t, 4);
+                                blk[1024 + h * 128 + (4 * g + t) * 4 + Gi] = src[5 * t + 4];
+                                if (t == 0) memcpy(blk + 1280 + h * 64 + g * 8 + 2 * Gi, src + 20, 2);
+                            } else if (f == QF_CCQ25) {
+                                const uint8_t *src = q + (gr * gn + G) * 20;
+                                memcpy(a, src + 4 * t, 4);
+                                if (t == 0) memcpy(blk + 1024 + h * 128 + g * 16 + 4 * Gi, src + 16, 4);
+                            } else {
+                                memcpy(a, q + gr * (k / 4) + G * 16 + 4 * t, 4);
+                                if (t == 0) {
+                                    int lb = loc[gr * ((k + 127) / 128) + G / 2], l4 = G % 2 ? lb & 15 : lb >> 4;
+                                    int bit = 16 * h + 4 * Gi;
+                                    blk[1024 + g * 4 + bit / 8] |= (uint8_t)(l4 << (bit % 8));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+    if (ok) {
+        size_t i = 0;
+        while (i < nb && got[i] == want[i]) i++;
+        if (i < nb)
+            ok = FAIL("%s E%d %lldx%lld layout %d: byte %zu (block %zu, offset %zu) is %d, the description says %d (seed %llu)",
+                      qfmt_name(f), experts, (long long)n, (long long)k, layout, i, i / ub, i % ub, got[i], want[i],
+                      (unsigned long long)seed);
+    }
+    free(got), free(want);
+    tw_free(&w);
+    return ok;
+}
+
+TEST(tiled_layout_is_as_documented) {
+    uint64_t seed = fresh_seed();
+    rng_t r;
+    rng_seed(&r, seed);
+    for (int f = 0; f < 3; f++) {
+        if (!tiled_layout_matches(CCQ[f], 1, 40, 320, QLAYOUT_ROWS, &r, seed)) return;
+        if (!tiled_layout_matches(CCQ[f], 3, 36, 576, QLAYOUT_GATE_UP, &r, seed)) return;
+        if (!tiled_layout_matches(CCQ[f], 2, 32, 512, QLAYOUT_ROWS, &r, seed)) return;
+    }
 }
 
 /* ---- experts ---- */
@@ -344,7 +483,7 @@ static int check_moe(qfmt f, int experts, int topk, int64_t inter, int64_t hidde
     snprintf(what, sizeof what, "%s moe E%d top%d I%lld H%lld %s", qfmt_name(f), experts, topk, (long long)inter,
              (long long)hidden, out_bf16 ? "bf16" : "f32");
     tweight gu, dn;
-    if (!tw_make(&gu, f, experts, 2 * inter, hidden, r)) return FAIL("%s: gate/up weight", what);
+    if (!tw_make_on(&gu, f, experts, 2 * inter, hidden, r, 1, QLAYOUT_GATE_UP)) return FAIL("%s: gate/up weight", what);
     if (!tw_make(&dn, f, experts, hidden, inter, r)) {
         tw_free(&gu);
         return FAIL("%s: down weight", what);
@@ -507,7 +646,7 @@ TEST(codec_decode_matches_spec) {
     rng_seed(&r, seed);
     for (int f = 0; f < NALL; f++) {
         tweight w;
-        if (!tw_make_on(&w, ALL[f], 1, 7, 320, &r, 0)) return;
+        if (!tw_make_on(&w, ALL[f], 1, 7, 320, &r, 0, 0)) return;
         float row[320];
         err_t e = {0};
         for (int64_t i = 0; i < 7; i++) {
