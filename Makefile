@@ -74,6 +74,10 @@ endif
 CFLAGS := -std=c11 $(OPT) $(WARN) -pthread
 CXXFLAGS := -std=c++17 $(OPT) $(WARN) -pthread
 NVCCFLAGS := -O3 -std=c++17 $(NVCC_GENCODE) -Xcompiler -Wall,-Wextra -I. -lineinfo
+# kernels/cuda/qgemm.cu uses wgmma, which exists only in the arch-specific sm_90a target: its Hopper
+# machine code is built for sm_90a instead of sm_90 (the driver then loads it on sm_90 GPUs).
+comma := ,
+$(B)/kernels/cuda/qgemm.o: NVCCFLAGS := $(subst arch=compute_90$(comma)code=sm_90,arch=compute_90a$(comma)code=sm_90a,$(NVCCFLAGS))
 
 # Sources: every .c of the library folders; app/main.c is the only one the tests leave out.
 LIB_C := $(wildcard base/*.c ccq/*.c model/*.c kernels/*.c kernels/cpu/*.c tokenizer/*.c app/*.c)
@@ -173,7 +177,7 @@ test-gpu: $(if $(filter 1,$(NOBUILD)),,$(BIN) $(B)/run_gpu_tests)
 
 bench: $(BIN)
 	$(BIN) bench quant
-	@if $(BIN) --version 2>/dev/null | grep -q '^GPU 0:'; then $(BIN) bench kernels; \
+	@if $(BIN) --version 2>/dev/null | grep -q '^GPU 0:'; then $(BIN) bench kernels && $(BIN) bench kernels gemm; \
 	 else echo "make bench: no CUDA GPU found: kernel benchmarks skipped"; fi
 
 chat: $(BIN)
