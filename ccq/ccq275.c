@@ -110,28 +110,7 @@ static float finish(const float *x, const float *h, const float *m, float s, con
     return tot + c63[bv];
 }
 
-static float search_c(const float *x, const float *h, const float *m, float s, uint8_t *codes, float *u) {
-    SEARCH_BODY(v4f, v4i, 4)
-}
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2"))) static float search_avx2(const float *x, const float *h, const float *m, float s,
-                                                         uint8_t *codes, float *u) {
-    SEARCH_BODY(v8f, v8i, 8)
-}
-static float (*search_fn)(const float *, const float *, const float *, float, uint8_t *, float *);
-static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
-static void pick(void) { search_fn = __builtin_cpu_supports("avx2") ? search_avx2 : search_c; }
-#else
-static float (*const search_fn)(const float *, const float *, const float *, float, uint8_t *, float *) = search_c;
-static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
-static void pick(void) {}
-#endif
-
-static float search(const void *ctx, const float *x, const float *h, const float *m, int n, float s,
-                    uint8_t *codes, float *u) {
-    (void)ctx, (void)n;
-    return search_fn(x, h, m, s, codes, u);
-}
+LANE_SEARCH_DISPATCH(SEARCH_BODY)
 
 static const grp_coder coder = {
     .search = search, .code_bytes = GB, .alpha = 0.5f, .lbits = 4, .ngrid = 8, .lo = 0.4f, .hi = 1.3f,
@@ -144,7 +123,7 @@ static void encode_row(const float *x, const float *h, const float *m, int64_t K
     int64_t ng = K / G;
     uint8_t *q = part_w(t, 0) + r * ng * GB;
     uint16_t *local = (uint16_t *)((uint8_t *)work + grp_row_scratch(&coder, K)), sup;
-    pthread_once(&pick_once, pick);
+    lane_search_pick();
     grp_encode_row(&coder, x, h, m, K, work, q, local, &sup);
     for (int64_t g = 0; g < ng; g++) q[g * GB + 21] = (uint8_t)((q[g * GB + 21] & 0xF0) | local[g]);
     st_u16(part_w(t, 1) + 2 * r, sup);

@@ -92,6 +92,38 @@ static inline float hsum4(v4f v) { return (v[0] + v[2]) + (v[1] + v[3]); }
         (fbest) = b_, (code) = cw_;                                                                       \
     } while (0)
 
+/* The group search of a format whose code words are searched side by side in lanes: BODY(VF, VI, W) is
+ * the body of `float f(x, h, m, s, codes, u)` for vectors VF/VI of W lanes. Defines the grp_coder hook
+ * `search`, compiled 4-wide (SSE/NEON) and, on x86-64, also 8-wide with AVX2, chosen by the CPU's
+ * features at run time (`lane_search_pick()` must run once before the first search: encode_row calls
+ * it). Both widths make the same operations per lane, so the bytes never depend on the CPU. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LANE_SEARCH_AVX2_(BODY)                                                                              \
+    __attribute__((target("avx2"))) static float search_avx2(const float *x, const float *h, const float *m, \
+                                                             float s, uint8_t *codes, float *u) {            \
+        BODY(v8f, v8i, 8)                                                                                    \
+    }                                                                                                        \
+    static float (*search_fn)(const float *, const float *, const float *, float, uint8_t *, float *);       \
+    static void search_pick_(void) { search_fn = __builtin_cpu_supports("avx2") ? search_avx2 : search_c; }
+#else
+#define LANE_SEARCH_AVX2_(BODY)                                                                              \
+    static float (*const search_fn)(const float *, const float *, const float *, float, uint8_t *,           \
+                                    float *) = search_c;                                                     \
+    static void search_pick_(void) {}
+#endif
+#define LANE_SEARCH_DISPATCH(BODY)                                                                           \
+    static float search_c(const float *x, const float *h, const float *m, float s, uint8_t *codes, float *u) { \
+        BODY(v4f, v4i, 4)                                                                                    \
+    }                                                                                                        \
+    LANE_SEARCH_AVX2_(BODY)                                                                                  \
+    static pthread_once_t search_once_ = PTHREAD_ONCE_INIT;                                                  \
+    static void lane_search_pick(void) { pthread_once(&search_once_, search_pick_); }                        \
+    static float search(const void *ctx, const float *x, const float *h, const float *m, int n, float s,     \
+                        uint8_t *codes, float *u) {                                                          \
+        (void)ctx, (void)n;                                                                                  \
+        return search_fn(x, h, m, s, codes, u);                                                              \
+    }
+
 /* ---- per-row decoding state ---- */
 
 typedef struct {
