@@ -2,10 +2,12 @@
  * ERNIE-4.5-300B shapes and token counts, and the grouped expert products of one MoE layer, timed with
  * CUDA events after warm-up. The yardstick is the bf16 tensor-core rate measured in the same run: the
  * best of this file's bf16 products at 8192 x 8192 x 8192 (the same kernels with bf16 weights, i.e. a
- * plain bf16 GEMM). Weights are random valid encodings made on the device; each timing round calls the
- * product once on each of several copies of the weight (together more bytes than twice the L2 cache),
- * and the figure is the median over rounds of round time / calls. Flops count 2 n k per token. Outputs
- * are bf16 (the model's activation type). Never reports a figure it did not measure. */
+ * plain bf16 GEMM). That kernel reaches about half of cuBLAS, which this binary does not link:
+ * --ref-tflops adds a column against a rate measured outside (torch.matmul on the same GPU in the same
+ * session; the command is in the help text). Weights are random valid encodings made on the device; each
+ * timing round calls the product once on each of several copies of the weight (together more bytes than
+ * twice the L2 cache), and the figure is the median over rounds of round time / calls. Flops count 2 n k
+ * per token. Outputs are bf16 (the model's activation type). Never reports a figure it did not measure. */
 #include "bench_gemm.h"
 
 #include <math.h>
@@ -35,7 +37,19 @@ const cli_command CMD_BENCH_GEMM = {
     .summary = "prefill GEMM speed against the bf16 tensor-core rate",
     .details = "Times Y = X W^T with bf16 X of T rows for each weight format at the ERNIE-4.5-300B shapes, and\n"
                "the grouped gate/up and down products of one MoE layer (64 experts, T = 2048 tokens, top-8),\n"
-               "and compares the rate with the best bf16 product at 8192 x 8192 x 8192 measured in the same run.",
+               "and compares the rate with the best bf16 product at 8192 x 8192 x 8192 measured in the same run\n"
+               "(this binary's own bf16 kernel: about half of cuBLAS). For the cuBLAS rate, time torch on the same\n"
+               "GPU just before and pass it with --ref-tflops (python3 with torch, on the GPU machine):\n"
+               "  python3 - <<'EOF'\n"
+               "  import torch\n"
+               "  n = 8192; a = torch.randn(n, n, device='cuda', dtype=torch.bfloat16); b = torch.randn_like(a)\n"
+               "  for _ in range(5): a @ b\n"
+               "  s, e, r = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True), []\n"
+               "  for _ in range(9):\n"
+               "      s.record(); [a @ b for _ in range(5)]; e.record(); e.synchronize(); r.append(s.elapsed_time(e) / 5)\n"
+               "  print(2 * n**3 / sorted(r)[4] / 1e9)  # TFLOP/s, median of 9 rounds of 5 products\n"
+               "  EOF\n"
+               "(without the two-space indent).",
     .opts = gemm_opts,
 };
 
