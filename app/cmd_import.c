@@ -1,5 +1,6 @@
 /* app/cmd_import.c: `ernie import HF_DIR -o FILE`: quantize a downloaded checkpoint into one model
  * file. Shows the plan first, then a progress bar, then a summary; Ctrl-C leaves no file behind. */
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +14,7 @@
 #include "model/recipe.h"
 #include "progress.h"
 
-enum { I_OUT = 1, I_RECIPE, I_TT, I_FORCE, I_CALIB, I_CALIB_TOKENS };
+enum { I_OUT = 1, I_RECIPE, I_TT, I_FORCE, I_CALIB, I_CALIB_TOKENS, I_DRY };
 
 static const cli_opt import_opts[] = {
     {"output", 'o', "FILE", "the model file to write (required)", I_OUT, 0},
@@ -22,6 +23,7 @@ static const cli_opt import_opts[] = {
     {"force", 0, NULL, "replace FILE if it exists", I_FORCE, 0},
     {"calib", 0, "TEXTFILE", "weight each input channel's error by its activations on this text", I_CALIB, 0},
     {"calib-tokens", 0, "N", "calibrate on at most N tokens of TEXTFILE (default 8192)", I_CALIB_TOKENS, 0},
+    {"dry-run", 0, NULL, "check the checkpoint and print the plan; write nothing (-o not needed)", I_DRY, 0},
     {NULL, 0, NULL, NULL, 0, 0},
 };
 
@@ -29,7 +31,8 @@ static char details[2048];
 
 const cli_command CMD_IMPORT = {
     .name = "import",
-    .usage = "HF_DIR -o FILE [--recipe NAME] [--tensor-type REGEX=FORMAT]... [--calib TEXTFILE] [--force]",
+    .usage = "HF_DIR -o FILE [--recipe NAME] [--tensor-type REGEX=FORMAT]... [--calib TEXTFILE] [--force]\n"
+             "       ernie import HF_DIR --dry-run [--recipe NAME] [--tensor-type REGEX=FORMAT]...",
     .summary = "Quantize a downloaded Hugging Face checkpoint into one ernie model file",
     .details = details,
     .opts = import_opts,
@@ -39,7 +42,7 @@ typedef struct {
     const char *out, *recipe, *calib;
     long long calib_tokens;
     const char *tt[64];
-    int ntt, force;
+    int ntt, force, dry;
 } imp_args;
 
 static int on_opt(void *c, int key, const char *v) {
@@ -48,6 +51,7 @@ static int on_opt(void *c, int key, const char *v) {
     case I_OUT: a->out = v; return 0;
     case I_RECIPE: a->recipe = v; return 0;
     case I_FORCE: a->force = 1; return 0;
+    case I_DRY: a->dry = 1; return 0;
     case I_CALIB: a->calib = v; return 0;
     case I_CALIB_TOKENS: return cli_int(&CMD_IMPORT, "--calib-tokens", v, 2, 1LL << 40, &a->calib_tokens);
     case I_TT:
@@ -86,6 +90,35 @@ static void print_plan(const imp_plan *p, const char *recipe) {
                 progress_fmt_bytes((double)(p->bytes_out + p->kv_bytes_per_token * (uint64_t)ctx), a, sizeof a));
 }
 
+/* The plan as one JSON object on stdout (--json). */
+static void print_plan_json(const imp_plan *p, const char *recipe) {
+    json_t *o = json_object(), *comps = json_array();
+    json_object_set_new(o, "recipe", json_string(recipe));
+    json_object_set_new(o, "weights", json_integer(p->nweights));
+    json_object_set_new(o, "tensors_in", json_integer(p->ntensors_in));
+    json_object_set_new(o, "bytes_in", json_integer((json_int_t)p->bytes_in));
+    json_object_set_new(o, "predicted_weight_bytes", json_integer((json_int_t)p->bytes_out));
+    json_object_set_new(o, "parameters", json_integer(p->params));
+    json_object_set_new(o, "predicted_bpw", json_real(p->params ? 8.0 * (double)p->bytes_out / (double)p->params : 0));
+    for (int i = 0; i < p->ncomp; i++) {
+        json_t *c = json_object();
+        json_object_set_new(c, "component", json_string(p->comp[i].name));
+        json_object_set_new(c, "parameters", json_integer(p->comp[i].params));
+        json_object_set_new(c, "bytes", json_integer((json_int_t)p->comp[i].bytes));
+        json_object_set_new(c, "formats", json_string(p->comp[i].formats));
+        json_array_append_new(comps, c);
+    }
+    json_object_set_new(o, "components", comps);
+    json_object_set_new(o, "kv_bytes_per_token", json_integer((json_int_t)p->kv_bytes_per_token));
+    json_object_set_new(o, "gpu_bytes_4k", json_integer((json_int_t)(p->bytes_out + p->kv_bytes_per_token * 4096)));
+    json_object_set_new(o, "gpu_bytes_32k", json_integer((json_int_t)(p->bytes_out + p->kv_bytes_per_token * 32768)));
+    json_object_set_new(o, "unused_tensors", json_integer(p->n_unexpected));
+    char *s = json_dumps(o, JSON_PRESERVE_ORDER);
+    if (s) printf("%s\n", s);
+    free(s);
+    json_decref(o);
+}
+
 int cmd_import(int argc, char **argv, cli_global *g) {
     snprintf(details, sizeof details,
              "Recipes:\n%sFORMAT is a codec name: bf16, wint8, wint4, wint4g64, wint2g64, ccq2.75, ccq2.5, ccq2.06,\n"
@@ -103,7 +136,8 @@ int cmd_import(int argc, char **argv, cli_global *g) {
         return EXIT_OK;
     }
     if (np < 1) return cli_usage_error(&CMD_IMPORT, "missing HF_DIR");
-    if (!a.out) return cli_usage_error(&CMD_IMPORT, "missing -o FILE");
+    if (!a.out && !a.dry) return cli_usage_error(&CMD_IMPORT, "missing -o FILE");
+    if (a.dry && a.calib) return cli_usage_error(&CMD_IMPORT, "--calib runs the model: it has no place in a --dry-run");
     err_t err = {0};
     recipe *rec = NULL;
     if (recipe_create(&rec, a.recipe, &err)) return cli_usage_error(&CMD_IMPORT, "--recipe: %s", err.msg);
@@ -122,7 +156,12 @@ int cmd_import(int argc, char **argv, cli_global *g) {
         goto out;
     }
     if (!g->json) print_plan(&plan, recipe_name(rec));
+    else if (a.dry) print_plan_json(&plan, recipe_name(rec));
     if (plan.n_unexpected) cli_warn("import: %d tensors of %s are not used by the model", plan.n_unexpected, pos[0]);
+    if (a.dry) {
+        rc = EXIT_OK;
+        goto out;
+    }
     char desc[1200];
     if (a.calib) {
         if (calibrate(pos[0], a.calib, a.calib_tokens, g->threads, g->json, &cal, desc, sizeof desc, &err)) {
@@ -147,10 +186,14 @@ int cmd_import(int argc, char **argv, cli_global *g) {
         goto out;
     }
     char a1[32], a2[32];
-    if (g->json)
-        printf("{\"file\": \"%s\", \"seconds\": %.2f, \"bytes\": %llu, \"bpw\": %.4f, \"peak_rss\": %llu}\n", a.out,
-               res.seconds, (unsigned long long)res.file_bytes, res.bpw, (unsigned long long)res.peak_rss);
-    else
+    if (g->json) {
+        json_t *j = json_pack("{s:s, s:f, s:I, s:f, s:I}", "file", a.out, "seconds", res.seconds, "bytes",
+                              (json_int_t)res.file_bytes, "bpw", res.bpw, "peak_rss", (json_int_t)res.peak_rss);
+        char *s = j ? json_dumps(j, JSON_PRESERVE_ORDER) : NULL;
+        if (s) printf("%s\n", s);
+        free(s);
+        json_decref(j);
+    } else
         fprintf(stderr, "wrote %s: %s, %.3f bits per weight, in %.1fs, peak memory %s\n", a.out,
                 progress_fmt_bytes((double)res.file_bytes, a1, sizeof a1), res.bpw, res.seconds,
                 progress_fmt_bytes((double)res.peak_rss, a2, sizeof a2));

@@ -168,3 +168,63 @@ static void check_arch(arch a) {
 TEST(import_every_recipe_dense) { check_arch(ARCH_DENSE); }
 TEST(import_every_recipe_moe_shared_tied) { check_arch(ARCH_21B); }
 TEST(import_every_recipe_moe_untied_no_shared) { check_arch(ARCH_300B); }
+
+/* --dry-run: the same plan as a real import, checks the checkpoint, writes nothing. */
+TEST(import_dry_run_plans_and_writes_nothing) {
+    char dir[1024], *o, *e;
+    snprintf(dir, sizeof dir, "%s/hf", th_tmpdir());
+    cfg_model c;
+    if (!CHECK_INT(make_checkpoint(ARCH_300B, dir, &c), 0)) return;
+    char *dry[] = {"import", dir, "--dry-run", "--recipe", "fit80", NULL};
+    CHECK_INT(th_ernie(&o, &e, NULL, dry), 0);
+    CHECK_CONTAINS(e, "plan (a prediction)");
+    CHECK_CONTAINS(e, "ccq2.06");
+    CHECK(o[0] == 0);
+    free(o), free(e);
+    /* nothing but the checkpoint's own files in the folder */
+    char *ls[] = {"ls", dir, NULL};
+    CHECK_INT(th_run(ls, NULL, NULL, &o, &e), 0);
+    CHECK(!strstr(o, ".ernie") && !strstr(o, ".tmp"));
+    free(o), free(e);
+
+    char *dj[] = {"import", dir, "--dry-run", "--recipe", "fit80", "--json", NULL};
+    CHECK_INT(th_ernie(&o, &e, NULL, dj), 0);
+    json_error_t je;
+    json_t *plan = json_loads(o, 0, &je);
+    free(o), free(e);
+    const char *out = th_tmp("fit80.ernie");
+    char *imp[] = {"import", dir, "-o", (char *)out, "--recipe", "fit80", NULL};
+    CHECK_INT(th_ernie(&o, &e, NULL, imp), 0);
+    free(o), free(e);
+    char *inf[] = {"info", (char *)out, "--json", NULL};
+    CHECK_INT(th_ernie(&o, &e, NULL, inf), 0);
+    json_t *info = json_loads(o, 0, &je);
+    free(o), free(e);
+    if (CHECK(json_is_object(plan) && json_is_object(info))) {
+        CHECK_STR(json_string_value(json_object_get(plan, "recipe")), "fit80");
+        CHECK_INT(json_integer_value(json_object_get(plan, "parameters")), json_integer_value(json_object_get(info, "parameters")));
+        /* the prediction against the bytes the file's weights take */
+        double pred = (double)json_integer_value(json_object_get(plan, "predicted_weight_bytes")), got = 0;
+        size_t i;
+        json_t *cmp;
+        json_array_foreach(json_object_get(info, "components"), i, cmp) got += json_number_value(json_object_get(cmp, "bytes"));
+        if (!(got > 0 && pred > 0.99 * got && pred < 1.01 * got)) FAIL("predicted %.0f weight bytes, the file holds %.0f", pred, got);
+    }
+    json_decref(plan), json_decref(info);
+
+    /* a broken checkpoint fails the dry run with the tensor's name */
+    char bad[1100];
+    snprintf(bad, sizeof bad, "%s/bad", th_tmpdir());
+    mkdir(bad, 0755);
+    mfx_hf_opts ho = {.omit = "model.layers.4.mlp.experts.2.down_proj.weight"};
+    if (CHECK_INT(mfx_write_hf(bad, &c, &ho), 0)) {
+        char *db[] = {"import", bad, "--dry-run", NULL};
+        CHECK_INT(th_ernie(&o, &e, NULL, db), 1);
+        CHECK_CONTAINS(e, "model.layers.4.mlp.experts.2.down_proj.weight");
+        free(o), free(e);
+    }
+    char *dc[] = {"import", dir, "--dry-run", "--calib", "x.txt", NULL};
+    CHECK_INT(th_ernie(&o, &e, NULL, dc), 2);
+    CHECK_CONTAINS(e, "--dry-run");
+    free(o), free(e);
+}
