@@ -223,6 +223,16 @@ TEST(import_dry_run_plans_and_writes_nothing) {
         CHECK_CONTAINS(e, "model.layers.4.mlp.experts.2.down_proj.weight");
         free(o), free(e);
     }
+    char bad2[1100];
+    snprintf(bad2, sizeof bad2, "%s/bad2", th_tmpdir());
+    mkdir(bad2, 0755);
+    mfx_hf_opts hs = {.wrong_shape = "model.layers.1.self_attn.k_proj.weight"};
+    if (CHECK_INT(mfx_write_hf(bad2, &c, &hs), 0)) {
+        char *db[] = {"import", bad2, "--dry-run", NULL};
+        CHECK_INT(th_ernie(&o, &e, NULL, db), 1);
+        CHECK_CONTAINS(e, "model.layers.1.self_attn.k_proj.weight");
+        free(o), free(e);
+    }
     char *dc[] = {"import", dir, "--dry-run", "--calib", "x.txt", NULL};
     CHECK_INT(th_ernie(&o, &e, NULL, dc), 2);
     CHECK_CONTAINS(e, "--dry-run");
