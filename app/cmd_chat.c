@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "device.h"
 #include "conv.h"
 #include "generate.h"
 #include "lineedit.h"
@@ -245,6 +246,7 @@ int cmd_chat(int argc, char **argv, cli_global *g) {
     chat_state s = {0};
     lineedit *le = NULL;
     int rc = EXIT_FAIL;
+    if (app_device_check(g->device, &err)) return cli_fail("chat: %s", err.msg);
     if (model_load(&m, path, &err)) {
         cli_fail("chat: %s", err.msg);
         goto out;

@@ -10,6 +10,7 @@
 #include "base/pool.h"
 #include "calibrate.h"
 #include "commands.h"
+#include "device.h"
 #include "model/import.h"
 #include "model/recipe.h"
 #include "progress.h"
@@ -138,6 +139,8 @@ int cmd_import(int argc, char **argv, cli_global *g) {
     if (np < 1) return cli_usage_error(&CMD_IMPORT, "missing HF_DIR");
     if (!a.out && !a.dry) return cli_usage_error(&CMD_IMPORT, "missing -o FILE");
     if (a.dry && a.calib) return cli_usage_error(&CMD_IMPORT, "--calib runs the model: it has no place in a --dry-run");
+    err_t derr = {0};
+    if (a.calib && app_device_check(g->device, &derr)) return cli_fail("import: --calib: %s", derr.msg);
     err_t err = {0};
     recipe *rec = NULL;
     if (recipe_create(&rec, a.recipe, &err)) return cli_usage_error(&CMD_IMPORT, "--recipe: %s", err.msg);

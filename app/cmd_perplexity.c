@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "device.h"
 #include "model_load.h"
 #include "progress.h"
 
@@ -69,6 +70,7 @@ int cmd_perplexity(int argc, char **argv, cli_global *g) {
     }
     if (np < 2) return cli_usage_error(&CMD_PERPLEXITY, "needs MODEL and FILE");
     err_t err = {0};
+    if (app_device_check(g->device, &err)) return cli_fail("perplexity: %s", err.msg);
     int rc = EXIT_FAIL;
     loaded_model *m = NULL, *rm = NULL;
     be *b = NULL;

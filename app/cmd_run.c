@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "device.h"
 #include "generate.h"
 #include "model_load.h"
 #include "sampling_flags.h"
@@ -127,6 +128,8 @@ int cmd_run(int argc, char **argv, cli_global *g) {
     if (np < 1) return cli_usage_error(&CMD_RUN, "missing MODEL (a model file, or 'demo')");
     if (a.prompt && a.file) return cli_usage_error(&CMD_RUN, "give -p or -f, not both");
     if (a.raw && a.system) return cli_usage_error(&CMD_RUN, "--system has no meaning with --raw");
+    err_t derr = {0};
+    if (app_device_check(g->device, &derr)) return cli_fail("run: %s", derr.msg);
 
     /* the prompt text */
     char *text = NULL;

@@ -126,3 +126,21 @@ TEST(cli_binary_is_static_but_glibc) {
     }
     free(o), free(e);
 }
+
+/* Until the GPU engine exists, asking for a GPU must fail clearly, not compute on the CPU unasked. */
+TEST(cli_device_cuda_is_refused_not_ignored) {
+    char *o, *e;
+    char *a1[] = {"run", "demo", "-p", "hi", "-n", "2", "--device", "cuda", NULL};
+    CHECK_INT(th_ernie(&o, &e, NULL, a1), 1);
+    CHECK_CONTAINS(e, "--device cuda");
+    CHECK(o[0] == 0);
+    free(o), free(e);
+    char *a2[] = {"chat", "--device", "cuda:0", NULL};
+    CHECK_INT(th_ernie(&o, &e, "hello\n", a2), 1);
+    CHECK_CONTAINS(e, "--device cuda:0");
+    free(o), free(e);
+    char *a3[] = {"run", "demo", "-p", "hi", "-n", "2", "--temp", "0", "--device", "cpu", NULL};
+    CHECK_INT(th_ernie(&o, &e, NULL, a3), 0);
+    CHECK(strlen(o) > 0);
+    free(o), free(e);
+}
