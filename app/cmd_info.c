@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "commands.h"
 #include "model/modelfile.h"
@@ -149,6 +150,10 @@ int cmd_info(int argc, char **argv, cli_global *g) {
     if (np != 1) return cli_usage_error(&CMD_INFO, "which model file? (ernie info FILE)");
     err_t e = {0};
     mf_file *f;
+    struct stat dst;
+    if (stat(pos[0], &dst) == 0 && S_ISDIR(dst.st_mode))
+        return cli_fail("info: %s is a folder, not a model file (for a Hugging Face checkpoint: 'ernie import %s --dry-run')",
+                        pos[0], pos[0]);
     if (mf_open(&f, pos[0], &e)) return cli_fail("%s", e.msg);
     const cfg_model *c = mf_config(f);
     comp_stat cs[NCOMP];

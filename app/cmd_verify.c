@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include "base/clock.h"
 #include "base/pool.h"
@@ -97,6 +98,10 @@ int cmd_verify(int argc, char **argv, cli_global *g) {
     if (np != 1) return cli_usage_error(&CMD_VERIFY, "which model file? (ernie verify FILE)");
     err_t e = {0};
     mf_file *f;
+    struct stat dst;
+    if (stat(pos[0], &dst) == 0 && S_ISDIR(dst.st_mode))
+        return cli_fail("verify: %s is a folder, not a model file (for a Hugging Face checkpoint: 'ernie import %s --dry-run')",
+                        pos[0], pos[0]);
     if (mf_open(&f, pos[0], &e)) return cli_fail("%s", e.msg);
     pool *p = pool_create(g->threads);
     if (!p) {

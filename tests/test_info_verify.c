@@ -207,3 +207,16 @@ TEST(verify_bad_files) {
     CHECK_INT(ernie(&o, &e, "verify", NULL, NULL, NULL, NULL), 2);
     free(o), free(e);
 }
+
+TEST(info_and_verify_point_a_folder_to_import) {
+    char *o, *e;
+    char *a1[] = {"info", "tests/fixtures/golden/moe", NULL};
+    CHECK_INT(th_ernie(&o, &e, NULL, a1), 1);
+    CHECK_CONTAINS(e, "is a folder, not a model file");
+    CHECK_CONTAINS(e, "ernie import tests/fixtures/golden/moe --dry-run");
+    free(o), free(e);
+    char *a2[] = {"verify", "tests/fixtures/golden/moe", NULL};
+    CHECK_INT(th_ernie(&o, &e, NULL, a2), 1);
+    CHECK_CONTAINS(e, "is a folder");
+    free(o), free(e);
+}
