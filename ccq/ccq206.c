@@ -204,7 +204,6 @@ static void book_fill(book *bk, float cs, float zp) {
     pairs_fill(bk->po, &bk->u[0][0]);
 }
 
-static inline void st4(float *p, v4f v) { memcpy(p, &v, sizeof v); }
 
 /* The coefficients of the group's words, coordinate-major (b[j][w], c[j][w]), and base[w]. One word is
  * one 4-vector of weights, so it is computed 4 weights at a time and transposed. */

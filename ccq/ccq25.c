@@ -44,10 +44,9 @@ static void decode(const rowctx *rc, int64_t k0, int n, float *out) {
     float s = (float)(w9 & 0x1FFF) * rc->scale;
     for (int z = 0; z < 9; z++) {
         uint16_t w = ld_u16(b + 2 * z);
-        const float *a = luta[w >> 9], *c = lutb[w & 511];
-        float *o = out + 7 * z;
-        o[0] = a[0] * s, o[1] = a[1] * s, o[2] = a[2] * s;
-        o[3] = c[0] * s, o[4] = c[1] * s, o[5] = c[2] * s, o[6] = c[3] * s;
+        /* weights 0..2 in four lanes (the fourth, 0, is overwritten by weight 3), then weights 3..6 */
+        st4(out + 7 * z, ld4(luta[w >> 9]) * s);
+        st4(out + 7 * z + 3, ld4(lutb[w & 511]) * s);
     }
     out[63] = (float)((w9 >> 13) - 4) * s;
 }

@@ -44,6 +44,7 @@ static inline v4f ld4(const float *p) {
     return v;
 }
 static inline float hsum4(v4f v) { return (v[0] + v[2]) + (v[1] + v[3]); }
+static inline void st4(float *p, v4f v) { memcpy(p, &v, sizeof v); }
 
 /* conv_search (codes.h) on several independent problems at once, one per vector lane: cost(i, v) is
  * the VF vector of window i's costs at value v for every lane (VI: the matching int32 vector). It makes
