@@ -294,6 +294,20 @@ static const char *const K_SD[] = {"mlp.shared_experts.down_proj"};
 static const char *const K_HEAD[] = {"lm_head"};
 static const char *const K_EMB[] = {"model.embed_tokens"};
 
+/* A SwiGLU MLP of width I on e->xb (T rows of H): e->xb = down(silu(gate x) * up x). The dense layers'
+ * MLP and the shared experts; kinds name its products for the observer. */
+static void swiglu_mlp(eng *e, int l, be_weight *gate, be_weight *up, be_weight *down, int I,
+                       const char *const *k_gu, const char *const *k_d, int T) {
+    be *b = e->b;
+    int H = e->cfg.hidden;
+    observe(e, l, k_gu, 2, e->xb, T, H);
+    b->ops->matmul(b, gate, 0, I, e->xb, T, e->g);
+    b->ops->matmul(b, up, 0, I, e->xb, T, e->u);
+    b->ops->swiglu(b, e->g, e->u, (int64_t)T * I, e->g);
+    observe(e, l, k_d, 1, e->g, T, I);
+    b->ops->matmul(b, down, 0, H, e->g, T, e->xb);
+}
+
 static void forward_chunk(eng *e, const int32_t *ids, int T) {
     const eng_config *c = &e->cfg;
     be *b = e->b;
@@ -327,24 +341,12 @@ static void forward_chunk(eng *e, const int32_t *ids, int T) {
                            e->xb2);
             observe_experts(e, l, T);
             if (w->s_gate) { /* shared experts: computed from the same input, added after routing */
-                int Is = c->shared_inter;
-                observe(e, l, K_SGU, 2, e->xb, T, H);
-                o->matmul(b, w->s_gate, 0, Is, e->xb, T, e->g);
-                o->matmul(b, w->s_up, 0, Is, e->xb, T, e->u);
-                o->swiglu(b, e->g, e->u, (int64_t)T * Is, e->g);
-                observe(e, l, K_SD, 1, e->g, T, Is);
-                o->matmul(b, w->s_down, 0, H, e->g, T, e->xb);
+                swiglu_mlp(e, l, w->s_gate, w->s_up, w->s_down, c->shared_inter, K_SGU, K_SD, T);
                 o->add(b, e->xb2, e->xb, (int64_t)n);
             }
             o->add(b, e->x, e->xb2, (int64_t)n);
         } else {
-            int I = c->inter;
-            observe(e, l, K_GU, 2, e->xb, T, H);
-            o->matmul(b, w->w_gate, 0, I, e->xb, T, e->g);
-            o->matmul(b, w->w_up, 0, I, e->xb, T, e->u);
-            o->swiglu(b, e->g, e->u, (int64_t)T * I, e->g);
-            observe(e, l, K_D, 1, e->g, T, I);
-            o->matmul(b, w->w_down, 0, H, e->g, T, e->xb);
+            swiglu_mlp(e, l, w->w_gate, w->w_up, w->w_down, c->inter, K_GU, K_D, T);
             o->add(b, e->x, e->xb, (int64_t)n);
         }
     }
