@@ -58,6 +58,7 @@ const cli_command CMD_BENCH_GEMM = {
 #include "base/rng.h"
 #include "kernels/cuda/cudev.h"
 #include "kernels/cuda/qgemm.h"
+#include "bench_dev.h"
 
 #define MAX_T 8
 #define MAX_P 4
@@ -134,75 +135,6 @@ static const char *path_name(qgemm_path p) {
     return p == QGEMM_MMA ? "mma.sync" : p == QGEMM_WGMMA ? "wgmma" : p == QGEMM_WGMMA_FLUSH ? "wgmma-flush" : "auto";
 }
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* ---- a device weight with random valid contents ---- */
-
-typedef struct {
-    qmat_dev m;
-    void *buf[6];
-    double bytes;
-} dweight;
-
-static void dw_free(dweight *w) {
-    for (int i = 0; i < 6; i++) cu_free(w->buf[i]);
-    memset(w, 0, sizeof *w);
-}
-
-static void *dalloc(dweight *w, int i, size_t bytes, err_t *e) { return w->buf[i] = cu_malloc(bytes, e); }
-
-static int dw_make(dweight *w, qfmt f, int experts, int64_t n, int64_t k, int layout, uint64_t seed, err_t *e) {
-    memset(w, 0, sizeof *w);
-    int64_t rows = experts * n;
-    w->m.fmt = f, w->m.n = n, w->m.k = k, w->m.n_experts = experts;
-    w->bytes = (double)rows * qfmt_row_bytes(f, k);
-    size_t r = (size_t)rows;
-    switch (f) {
-    case QF_BF16:
-        if (!dalloc(w, 0, r * k * 2, e) || cu_fill_bf16(w->buf[0], r * k, -0.1f, 0.1f, seed, NULL, e)) return -1;
-        w->m.q = w->buf[0];
-        return 0;
-    case QF_WINT8:
-    case QF_WINT4: {
-        size_t qb = f == QF_WINT8 ? r * k : r * k / 2;
-        if (!dalloc(w, 0, qb, e) || cu_fill_bytes(w->buf[0], qb, 0, 255, seed, NULL, e)) return -1;
-        if (!dalloc(w, 1, r * 4, e) || cu_fill_f32(w->buf[1], r, 1e-3f, 2e-3f, seed + 1, NULL, e)) return -1;
-        w->m.q = w->buf[0], w->m.scale = w->buf[1];
-        return 0;
-    }
-    case QF_CCQ206:
-    case QF_CCQ275:
-    case QF_CCQ25: {
-        /* random stored bytes, then the tiled layout the products read (gate/up stacks: QLAYOUT_GATE_UP) */
-        size_t sb = f == QF_CCQ206 ? r * k / 4 : r * (size_t)(k / 64) * (f == QF_CCQ275 ? 22 : 20);
-        size_t lb = r * (size_t)((k + 127) / 128);
-        void *src = cu_malloc(sb, e), *loc = f == QF_CCQ206 ? cu_malloc(lb, e) : NULL;
-        int rc = !src || (f == QF_CCQ206 && !loc) ? -1 : cu_fill_bytes(src, sb, 0, 255, seed, NULL, e);
-        if (!rc && f == QF_CCQ206) rc = cu_fill_local4(loc, rows, k, seed + 1, NULL, e);
-        w->m.q = src, w->m.local = loc, w->m.layout = QLAYOUT_STORED;
-        if (!rc && !dalloc(w, 0, qmat_tile_bytes(f, experts, n, k, layout), e)) rc = -1;
-        if (!rc) rc = qmat_tile(&w->m, layout, w->buf[0], NULL, e);
-        if (!rc) rc = cu_sync(e);
-        cu_free(src), cu_free(loc);
-        w->m.local = NULL;
-        if (rc) return -1;
-        if (!dalloc(w, 1, r * 2, e) || cu_fill_bf16(w->buf[1], r, 1e-3f, 2e-3f, seed + 4, NULL, e)) return -1;
-        w->m.super = w->buf[1];
-        if (f == QF_CCQ206) {
-            /* codes = floor(q cs + zp + 0.5) stay inside [0, 2^15) for cs < 100, zp < 7000 */
-            if (!dalloc(w, 2, r * 4, e) || cu_fill_f32(w->buf[2], r, 20.0f, 100.0f, seed + 2, NULL, e)) return -1;
-            if (!dalloc(w, 3, r * 4, e) || cu_fill_f32(w->buf[3], r, 0.0f, 7000.0f, seed + 3, NULL, e)) return -1;
-            w->m.code_scale = w->buf[2], w->m.code_zp = w->buf[3];
-        }
-        return 0;
-    }
-    default: return err_set(e, ERR_ARG, "bench: bad format");
-    }
-}
-
 /* ---- timing ---- */
 
 typedef struct {
@@ -214,36 +146,13 @@ typedef struct {
     void *y;
 } call_ctx;
 
-static int call_once(call_ctx *c, int i, err_t *e) {
+static int call_once(void *ctx, int i, err_t *e) {
+    const call_ctx *c = ctx;
     const qmat_dev *m = &c->w[i % c->n].m;
     if (c->off) return qgemm_grouped(m, c->x, c->x_rows, c->perm, c->off, c->T, c->y, QOUT_BF16, NULL, e);
     return qgemm(m, c->x, c->T, c->y, QOUT_BF16, NULL, e);
 }
 
-/* Warm-up, then `reps` rounds of `calls` calls between two events; per-call median. */
-static int time_calls(call_ctx *c, int calls, int reps, double *med_us, err_t *e) {
-    cu_event a = cu_event_new(e), b = cu_event_new(e);
-    double *v = malloc(sizeof(double) * (size_t)reps);
-    int rc = (!a || !b || !v) ? -1 : 0;
-    for (int i = 0; i < calls && !rc; i++) rc = call_once(c, i, e);
-    if (!rc) rc = cu_sync(e);
-    for (int r = 0; r < reps && !rc; r++) {
-        rc = cu_event_record(a, NULL, e);
-        for (int i = 0; i < calls && !rc; i++) rc = call_once(c, i, e);
-        float ms = 0;
-        if (!rc) rc = cu_event_record(b, NULL, e);
-        if (!rc) rc = cu_event_ms(a, b, &ms, e);
-        v[r] = ms * 1000.0 / calls;
-    }
-    if (!rc) {
-        qsort(v, (size_t)reps, sizeof *v, cmp_d);
-        *med_us = reps % 2 ? v[reps / 2] : 0.5 * (v[reps / 2 - 1] + v[reps / 2]);
-    }
-    free(v);
-    cu_event_free(a);
-    cu_event_free(b);
-    return rc;
-}
 
 typedef struct {
     const char *fmt, *product, *path;
@@ -271,7 +180,7 @@ static int bench_one(qfmt f, int experts, int64_t n, int64_t k, int layout, int6
     int calls = copies;
     /* about 20 ms of work per round at 400 TFLOP/s, at least one call per copy */
     while (calls * flops < 8e12 * 0.001 * 20 && calls < 64 * copies) calls += copies;
-    if (!rc) rc = time_calls(&cc, calls, reps, us, e);
+    if (!rc) rc = bench_time_calls(call_once, &cc, calls, 1, reps, us, NULL, e);
     qgemm_set_path(QGEMM_AUTO);
     for (int c = 0; c < copies; c++) dw_free(&w[c]);
     return rc;

@@ -24,6 +24,7 @@ int bench_kernels_cuda(int argc, char **argv, cli_global *g);
 #include "kernels/gpu_probe.h"
 #include "kernels/cuda/cudev.h"
 #include "kernels/cuda/qgemv.h"
+#include "bench_dev.h"
 
 enum { O_FORMATS = 1, O_REPS, O_QUICK, O_NO_MOE, O_NO_GEMV };
 
@@ -81,81 +82,6 @@ static int on_opt(void *ctx, int key, const char *v) {
     return 0;
 }
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median_of(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* ---- a device weight with random valid contents ---- */
-
-typedef struct {
-    qmat_dev m;
-    void *buf[6];
-    double bytes; /* stored bytes of all parts */
-} dweight;
-
-static void dw_free(dweight *w) {
-    for (int i = 0; i < 6; i++) cu_free(w->buf[i]);
-    memset(w, 0, sizeof *w);
-}
-
-static void *dalloc(dweight *w, int i, size_t bytes, err_t *e) { return w->buf[i] = cu_malloc(bytes, e); }
-
-/* The ccq formats are made as stored, then tiled as the products read them (layout: QLAYOUT_ROWS, or
- * QLAYOUT_GATE_UP for a gate/up stack). */
-static int dw_make(dweight *w, qfmt f, int experts, int64_t n, int64_t k, int layout, uint64_t seed, err_t *e) {
-    memset(w, 0, sizeof *w);
-    int64_t rows = experts * n;
-    w->m.fmt = f, w->m.n = n, w->m.k = k, w->m.n_experts = experts;
-    w->bytes = (double)rows * qfmt_row_bytes(f, k);
-    size_t r = (size_t)rows;
-    switch (f) {
-    case QF_BF16:
-        (void)layout;
-        if (!dalloc(w, 0, r * k * 2, e) || cu_fill_bf16(w->buf[0], r * k, -0.1f, 0.1f, seed, NULL, e)) return -1;
-        w->m.q = w->buf[0];
-        return 0;
-    case QF_WINT8:
-    case QF_WINT4: {
-        size_t qb = f == QF_WINT8 ? r * k : r * k / 2;
-        if (!dalloc(w, 0, qb, e) || cu_fill_bytes(w->buf[0], qb, 0, 255, seed, NULL, e)) return -1;
-        if (!dalloc(w, 1, r * 4, e) || cu_fill_f32(w->buf[1], r, 1e-3f, 2e-3f, seed + 1, NULL, e)) return -1;
-        w->m.q = w->buf[0], w->m.scale = w->buf[1];
-        return 0;
-    }
-    case QF_CCQ206:
-    case QF_CCQ275:
-    case QF_CCQ25: {
-        /* stored parts in buf[0..1] (freed after tiling), tiled layout in buf[5], per-row data in buf[2..4] */
-        size_t qb = f == QF_CCQ206 ? r * k / 4 : r * (size_t)(k / 64) * (f == QF_CCQ275 ? 22 : 20);
-        if (!dalloc(w, 0, qb, e) || cu_fill_bytes(w->buf[0], qb, 0, 255, seed, NULL, e)) return -1;
-        w->m.q = w->buf[0];
-        if (f == QF_CCQ206) {
-            size_t lb = r * (size_t)((k + 127) / 128);
-            if (!dalloc(w, 1, lb, e) || cu_fill_local4(w->buf[1], rows, k, seed + 1, NULL, e)) return -1;
-            /* codes = floor(q cs + zp + 0.5) stay inside [0, 2^15) for cs < 100, zp < 7000 */
-            if (!dalloc(w, 2, r * 4, e) || cu_fill_f32(w->buf[2], r, 20.0f, 100.0f, seed + 2, NULL, e)) return -1;
-            if (!dalloc(w, 3, r * 4, e) || cu_fill_f32(w->buf[3], r, 0.0f, 7000.0f, seed + 3, NULL, e)) return -1;
-            w->m.local = w->buf[1], w->m.code_scale = w->buf[2], w->m.code_zp = w->buf[3];
-        }
-        if (!dalloc(w, 4, r * 2, e) || cu_fill_bf16(w->buf[4], r, 1e-3f, 2e-3f, seed + 4, NULL, e)) return -1;
-        w->m.super = w->buf[4];
-        if (!dalloc(w, 5, qmat_tile_bytes(f, experts, n, k, layout), e) ||
-            qmat_tile(&w->m, layout, w->buf[5], NULL, e) || cu_sync(e))
-            return -1;
-        cu_free(w->buf[0]), cu_free(w->buf[1]);
-        w->buf[0] = w->buf[1] = NULL;
-        return 0;
-    }
-    default: return err_set(e, ERR_ARG, "bench: bad format");
-    }
-}
-
 /* ---- timing ---- */
 
 typedef struct {
@@ -163,33 +89,6 @@ typedef struct {
     double bytes, us, us_min, gbs, ratio;
 } result;
 
-typedef int (*call_fn)(void *ctx, int i, err_t *e);
-
-/* Warm-up, then `reps` rounds of `calls` calls between two events; per-call median and minimum. */
-static int time_calls(call_fn fn, void *ctx, int calls, int reps, double *med_us, double *min_us, err_t *e) {
-    cu_event a = cu_event_new(e), b = cu_event_new(e);
-    double *v = malloc(sizeof(double) * (size_t)reps);
-    int rc = (!a || !b || !v) ? -1 : 0;
-    for (int w = 0; w < 2 && !rc; w++)
-        for (int i = 0; i < calls && !rc; i++) rc = fn(ctx, i, e);
-    if (!rc) rc = cu_sync(e);
-    for (int r = 0; r < reps && !rc; r++) {
-        rc = cu_event_record(a, NULL, e);
-        for (int i = 0; i < calls && !rc; i++) rc = fn(ctx, i, e);
-        float ms = 0;
-        if (!rc) rc = cu_event_record(b, NULL, e);
-        if (!rc) rc = cu_event_ms(a, b, &ms, e);
-        v[r] = ms * 1000.0 / calls;
-    }
-    if (!rc) {
-        *med_us = median_of(v, reps);
-        *min_us = v[0];
-    }
-    free(v);
-    cu_event_free(a);
-    cu_event_free(b);
-    return rc;
-}
 
 typedef struct {
     void *a, *b;
@@ -268,7 +167,7 @@ int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
     cc.b = cc.a ? cu_malloc(cc.bytes, &e) : NULL;
     if (!cc.b || cu_fill_bytes(cc.a, cc.bytes, 0, 255, 1, NULL, &e)) return cli_fail("bench kernels: %s", e.msg);
     double copy_us, copy_min;
-    if (time_calls(call_copy, &cc, 1, o.reps < 20 ? 20 : o.reps, &copy_us, &copy_min, &e))
+    if (bench_time_calls(call_copy, &cc, 1, 2, o.reps < 20 ? 20 : o.reps, &copy_us, &copy_min, &e))
         return cli_fail("bench kernels: copy: %s", e.msg);
     double copy_gbs = 2.0 * cc.bytes / (copy_us * 1e-6) / 1e9;
     cu_free(cc.a), cu_free(cc.b);
@@ -307,14 +206,14 @@ int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
             if (!rc) rc = cu_sync(&e);
             gemv_ctx gc = {w, copies, x, y, &ws, 1};
             double us = 0, mn = 0;
-            if (!rc) rc = time_calls(call_gemv, &gc, copies, o.reps, &us, &mn, &e);
+            if (!rc) rc = bench_time_calls(call_gemv, &gc, copies, 2, o.reps, &us, &mn, &e);
             if (!rc) add_result(res, &nres, qfmt_name((qfmt)f), shapes[s].name, shapes[s].shape, w[0].bytes, us, mn, copy_gbs);
             /* batches of T tokens (the ccq formats): the same bytes, decoded once for all tokens */
             static const int Ts[] = {4, 16, 64};
             static const char *const bname[] = {"gemv T=4", "gemv T=16", "gemv T=64"};
             for (int b = 0; b < 3 && !rc && (f == QF_CCQ275 || f == QF_CCQ25 || f == QF_CCQ206); b++) {
                 gc.T = Ts[b];
-                rc = time_calls(call_gemv, &gc, copies, o.reps, &us, &mn, &e);
+                rc = bench_time_calls(call_gemv, &gc, copies, 2, o.reps, &us, &mn, &e);
                 if (!rc) add_result(res, &nres, qfmt_name((qfmt)f), bname[b], shapes[s].shape, w[0].bytes, us, mn, copy_gbs);
             }
             for (int c = 0; c < copies; c++) dw_free(&w[c]);
@@ -350,12 +249,12 @@ int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
         if (!rc) rc = cu_sync(&e);
         double us = 0, mn = 0;
         moe_ctx mc = {&gu, ids_d, rw_d, NSETS, TOPK, 0, x, h, ho, &ws};
-        if (!rc) rc = time_calls(call_moe, &mc, NSETS, o.reps, &us, &mn, &e);
+        if (!rc) rc = bench_time_calls(call_moe, &mc, NSETS, 2, o.reps, &us, &mn, &e);
         if (!rc)
             add_result(res, &nres, qfmt_name((qfmt)f), "moe gate_up+swiglu", "8x7168x8192", gu.bytes * TOPK / E, us, mn,
                        copy_gbs);
         mc.w = &dn, mc.down = 1, mc.out = y;
-        if (!rc) rc = time_calls(call_moe, &mc, NSETS, o.reps, &us, &mn, &e);
+        if (!rc) rc = bench_time_calls(call_moe, &mc, NSETS, 2, o.reps, &us, &mn, &e);
         if (!rc) add_result(res, &nres, qfmt_name((qfmt)f), "moe down+sum", "8x8192x3584", dn.bytes * TOPK / E, us, mn, copy_gbs);
         dw_free(&gu);
         dw_free(&dn);
@@ -381,7 +280,7 @@ int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
             v[t] = ms * 1000.0;
             cu_event_free(a), cu_event_free(b);
         }
-        if (!rc) rp_us[i] = median_of(v, 5);
+        if (!rc) rp_us[i] = bench_median(v, 5);
         cu_free(src), cu_free(loc), cu_free(dst);
     }
     qgemv_ws_free(&ws);

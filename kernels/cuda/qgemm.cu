@@ -52,6 +52,7 @@
 #include <string.h>
 
 #include "kernels/cuda/qgemm_wgmma.cuh"
+#include "kernels/cuda/bf16.cuh"
 #include "kernels/cuda/qlayout.cuh"
 
 namespace {
@@ -118,15 +119,6 @@ __device__ __forceinline__ uint32_t bf2(float lo, float hi) {
     uint32_t r;
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
-}
-
-__device__ __forceinline__ float bf16f(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
-
-__device__ __forceinline__ uint16_t f2bf16(float f) {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
 }
 
 /* ---- formats ----

@@ -58,6 +58,7 @@
  * Must never: read a weight byte twice, or depend on the order blocks finish in for its result. Register
  * budgets: the row-major kernel 85 (3 blocks of 256 threads per SM), the tiled kernel 128 at batch 1. */
 #include "kernels/cuda/qgemv.h"
+#include "kernels/cuda/bf16.cuh"
 #include "kernels/cuda/qlayout.cuh"
 
 #include <cuda_runtime.h>
@@ -130,15 +131,6 @@ __device__ __forceinline__ uint32_t word_of(const uint4 &v, int i) {
 
 /* x >> s for s >= 0, x << -s otherwise (s is a constant after unrolling) */
 __device__ __forceinline__ uint32_t shr(uint32_t x, int s) { return s >= 0 ? x >> s : x << (-s); }
-
-__device__ __forceinline__ float bf16f(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
-
-__device__ __forceinline__ uint16_t f2bf16(float f) {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
 
 /* D += A B, m16n8k16, bf16 inputs, fp32 accumulators. a: {row g slots 0,1; row g+8 slots 0,1;
  * row g slots 2,3; row g+8 slots 2,3}; b: {slots 0,1; slots 2,3} of column g. */

@@ -25,29 +25,11 @@
 #include "ccq/ccq.h"
 #include "kernels/cuda/cudev.h"
 #include "kernels/cuda/qgemm.h"
+#include "tests/gpu/gpu_util.h"
 #include "tests/harness.h"
 
 static const qfmt ALL[] = {QF_BF16, QF_WINT8, QF_WINT4, QF_CCQ275, QF_CCQ25, QF_CCQ206};
 #define NALL 6
-
-static uint64_t fresh_seed(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ ((uint64_t)getpid() << 40);
-}
-
-static ccq_base base_of(qfmt f) {
-    switch (f) {
-    case QF_BF16: return CCQ_BF16;
-    case QF_WINT8: return CCQ_WINT8;
-    case QF_WINT4: return CCQ_WINT4;
-    case QF_CCQ275: return CCQ_CCQ275;
-    case QF_CCQ25: return CCQ_CCQ25;
-    default: return CCQ_CCQ206;
-    }
-}
-
-static float unif(rng_t *r, float lo, float hi) { return lo + (hi - lo) * (float)rng_uniform(r); }
 
 /* ---- weights ---- */
 
@@ -109,7 +91,7 @@ static int gw_encode(gw *w, qfmt f, int experts, int64_t n, int64_t k, int layou
     float *src = malloc((size_t)(w->rows * k) * sizeof *src);
     if (!src) return FAIL("out of host memory");
     for (int64_t i = 0; i < w->rows * k; i++) src[i] = (float)rng_normal(r) * (i % 211 == 5 ? 0.1f : 0.02f);
-    ccq_format cf = ccq_format_of(base_of(f));
+    ccq_format cf = ccq_format_of(gt_base_of(f));
     int rc = ccq_encode(&cf, src, w->rows, k, NULL, &w->t, &e);
     free(src);
     if (rc) return FAIL("ccq_encode %s: %s", qfmt_name(f), e.msg);
@@ -119,12 +101,12 @@ static int gw_encode(gw *w, qfmt f, int experts, int64_t n, int64_t k, int layou
 /* A random valid code_scale / code_zp pair: every code of q in 0..255 inside [0, 2^15); one row in 5
  * takes round values so that fmaf lands exactly on integers and the floor's rounding is tested. */
 static void random_code_line(rng_t *r, int64_t row, float *cs, float *zp) {
-    float a = unif(r, 1.0f, 128.0f);
+    float a = gt_unif(r, 1.0f, 128.0f);
     if (row % 5 == 1) a = (float)(int)a + ((row / 5) % 2 ? 0.5f : 0.0f);
     int neg = rng_next(r) & 1;
     float span = 255.0f * a;
     float lo = neg ? span + 1.0f : 1.0f, hi = neg ? 32766.0f : 32766.0f - span;
-    float z = unif(r, lo, hi);
+    float z = gt_unif(r, lo, hi);
     if (row % 5 == 1) z = floorf(z) + ((row / 5) % 3 == 0 ? -0.5f : 0.0f);
     *cs = neg ? -a : a;
     *zp = z;
@@ -136,7 +118,7 @@ static int gw_random(gw *w, qfmt f, int experts, int64_t n, int64_t k, int layou
     err_t e = {0};
     memset(w, 0, sizeof *w);
     w->f = f, w->experts = experts, w->n = n, w->k = k, w->rows = experts * n;
-    ccq_format cf = ccq_format_of(base_of(f));
+    ccq_format cf = ccq_format_of(gt_base_of(f));
     ccq_part parts[CCQ_MAX_PARTS];
     int np = 0;
     if (ccq_layout(&cf, w->rows, k, parts, &np, &e)) return FAIL("ccq_layout: %s", e.msg);
@@ -172,10 +154,10 @@ static int gw_random(gw *w, qfmt f, int experts, int64_t n, int64_t k, int layou
                 }
         } else if (!strcmp(nm, "scale")) {
             float *v = (float *)d;
-            for (int64_t j = 0; j < w->rows; j++) v[j] = unif(r, 0.5e-3f, 2e-3f);
+            for (int64_t j = 0; j < w->rows; j++) v[j] = gt_unif(r, 0.5e-3f, 2e-3f);
         } else if (!strcmp(nm, "super_scale")) {
             uint16_t *v = (uint16_t *)d;
-            for (int64_t j = 0; j < w->rows; j++) v[j] = f32_to_bf16(unif(r, 0.5e-3f, 2e-3f));
+            for (int64_t j = 0; j < w->rows; j++) v[j] = f32_to_bf16(gt_unif(r, 0.5e-3f, 2e-3f));
         } else if (!strcmp(nm, "local_scale")) {
             int64_t rb = p->shape[1];
             for (int64_t j = 0; j < w->rows; j++)
@@ -198,24 +180,6 @@ static int gw_random(gw *w, qfmt f, int experts, int64_t n, int64_t k, int layou
     }
     if (ccq_wrap(&cf, w->rows, k, parts, np, &w->t, &e)) return FAIL("ccq_wrap of random %s: %s", qfmt_name(f), e.msg);
     return gw_upload(w, layout);
-}
-
-static void random_x(rng_t *r, uint16_t *xb, float *xf, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        float v = (float)rng_normal(r);
-        if (i % 97 == 3) v *= 30.0f; /* a few large activations */
-        xb[i] = f32_to_bf16(v);
-        xf[i] = bf16_to_f32(xb[i]);
-    }
-}
-
-static void *poisoned(size_t bytes, err_t *e) {
-    void *p = cu_malloc(bytes, e);
-    if (p && cu_memset(p, 0xFF, bytes, e)) {
-        cu_free(p);
-        return NULL;
-    }
-    return p;
 }
 
 /* ---- one product against the reference ----
@@ -320,7 +284,7 @@ static int run_check(const char *what0, const problem *pb, const uint16_t *xb, c
     char what[200];
     snprintf(what, sizeof what, "%s %s %s", what0, path_name(path), out_bf16 ? "bf16" : "f32");
     size_t xbytes = (size_t)(pb->x_rows * w->k) * 2, ybytes = (size_t)(pb->nslots * w->n) * (out_bf16 ? 2 : 4);
-    void *xd = cu_malloc(xbytes, &e), *yd = poisoned(ybytes, &e), *offd = NULL, *permd = NULL;
+    void *xd = cu_malloc(xbytes, &e), *yd = gt_poisoned(ybytes, &e), *offd = NULL, *permd = NULL;
     void *yh = malloc(ybytes), *yh2 = malloc(ybytes);
     int ok = xd && yd && yh && yh2 && !cu_h2d(xd, xb, xbytes, &e);
     if (!ok) FAIL("%s: setup: %s", what, e.msg);
@@ -375,7 +339,7 @@ static int check_plain(const gw *w, int64_t T, const int64_t *rows, int nrows, i
     int32_t *src = malloc(sizeof(int32_t) * (size_t)T);
     int64_t *all = NULL;
     if (!xb || !xf || !src) return FAIL("out of host memory");
-    random_x(r, xb, xf, T * w->k);
+    gt_random_x(r, xb, xf, T * w->k);
     for (int64_t i = 0; i < T; i++) src[i] = (int32_t)i;
     if (!rows) {
         all = malloc(sizeof(int64_t) * (size_t)w->n);
@@ -398,7 +362,7 @@ static const int64_t SMALL[][3] = {{1, 64, 1},     {3, 128, 7},     {65, 192, 13
 #define NSMALL 7
 
 TEST(gemm_small_shapes_all_formats_all_paths) {
-    uint64_t seed = fresh_seed();
+    uint64_t seed = gt_fresh_seed();
     rng_t r;
     rng_seed(&r, seed);
     qgemm_path paths[4];
@@ -438,7 +402,7 @@ TEST(gemm_uses_wgmma_on_hopper) {
 static const int64_t REAL[][2] = {{7168, 8192}, {8192, 3584}, {10240, 8192}, {8192, 28672}};
 
 static void real_shapes(qfmt f) {
-    uint64_t seed = fresh_seed();
+    uint64_t seed = gt_fresh_seed();
     rng_t r;
     rng_seed(&r, seed);
     qgemm_path paths[4];
@@ -491,7 +455,7 @@ static int check_grouped(const gw *w, int64_t x_rows, int max_count, int use_per
         }
     uint16_t *xb = malloc((size_t)(x_rows * w->k) * 2);
     float *xf = malloc((size_t)(x_rows * w->k) * 4);
-    random_x(r, xb, xf, x_rows * w->k);
+    gt_random_x(r, xb, xf, x_rows * w->k);
     int64_t *all = NULL;
     if (!rows) {
         all = malloc(sizeof(int64_t) * (size_t)w->n);
@@ -508,7 +472,7 @@ static int check_grouped(const gw *w, int64_t x_rows, int max_count, int use_per
 }
 
 TEST(gemm_grouped_all_formats_all_paths) {
-    uint64_t seed = fresh_seed();
+    uint64_t seed = gt_fresh_seed();
     rng_t r;
     rng_seed(&r, seed);
     qgemm_path paths[4];
@@ -529,7 +493,7 @@ TEST(gemm_grouped_all_formats_all_paths) {
 
 /* One MoE layer's gate/up at the real shape: 8 experts of 7168 x 8192, about 1000 token slots. */
 static void grouped_real(qfmt f) {
-    uint64_t seed = fresh_seed();
+    uint64_t seed = gt_fresh_seed();
     rng_t r;
     rng_seed(&r, seed);
     qgemm_path paths[4];
@@ -578,17 +542,4 @@ TEST(gemm_rejects_bad_arguments) {
 /* ---- the benchmark (app/bench_gemm.c), when ERNIE_GEMM_BENCH is set (its value: the arguments,
  * space-separated; "1" for none) ---- */
 
-TEST(gemm_bench_when_asked) {
-    const char *a = getenv("ERNIE_GEMM_BENCH");
-    if (!a) return;
-    char buf[512];
-    char *argv[32];
-    int argc = 0;
-    snprintf(buf, sizeof buf, "%s", strcmp(a, "1") ? a : "");
-    for (char *s = strtok(buf, " "); s && argc < 31; s = strtok(NULL, " ")) argv[argc++] = s;
-    argv[argc] = NULL;
-    cli_global g;
-    cli_global_init(&g);
-    g.color = 0;
-    CHECK_INT(bench_gemm_cuda(argc, argv, &g), 0);
-}
+TEST(gemm_bench_when_asked) { CHECK_INT(gt_bench_from_env("ERNIE_GEMM_BENCH", NULL, bench_gemm_cuda), 0); }

@@ -22,40 +22,22 @@
 #include "ccq/ccq.h"
 #include "kernels/cuda/cudev.h"
 #include "kernels/cuda/qgemv.h"
+#include "tests/gpu/gpu_util.h"
 #include "tests/harness.h"
 
 static const qfmt ALL[] = {QF_BF16, QF_WINT8, QF_WINT4, QF_CCQ275, QF_CCQ25, QF_CCQ206};
 #define NALL 6
 
-static uint64_t fresh_seed(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ ((uint64_t)getpid() << 40);
-}
-
-static ccq_base base_of(qfmt f) {
-    switch (f) {
-    case QF_BF16: return CCQ_BF16;
-    case QF_WINT8: return CCQ_WINT8;
-    case QF_WINT4: return CCQ_WINT4;
-    case QF_CCQ275: return CCQ_CCQ275;
-    case QF_CCQ25: return CCQ_CCQ25;
-    default: return CCQ_CCQ206;
-    }
-}
-
-static float unif(rng_t *r, float lo, float hi) { return lo + (hi - lo) * (float)rng_uniform(r); }
-
 /* A random valid code_scale / code_zp pair: every code of q in 0..255 inside [0, 2^15). One row in 5
  * takes "round" values (integers and halves) so that fmaf lands exactly on integers and the floor's
  * rounding mode is tested; one in 5 touches the ends of the code range. */
 static void random_code_line(rng_t *r, int64_t row, float *cs, float *zp) {
-    float a = unif(r, 1.0f, 128.0f);
+    float a = gt_unif(r, 1.0f, 128.0f);
     if (row % 5 == 1) a = (float)(int)a + ((row / 5) % 2 ? 0.5f : 0.0f);
     int neg = rng_next(r) & 1;
     float span = 255.0f * a;
     float lo = neg ? span + 1.0f : 1.0f, hi = neg ? 32766.0f : 32766.0f - span;
-    float z = unif(r, lo, hi);
+    float z = gt_unif(r, lo, hi);
     if (row % 5 == 1) z = floorf(z) + ((row / 5) % 3 == 0 ? -0.5f : 0.0f);
     if (row % 5 == 2) z = neg ? 32767.0f - 0.6f : 0.0f; /* codes up to 32767 (or down to 0) */
     *cs = neg ? -a : a;
@@ -92,7 +74,7 @@ static int tw_make_on(tweight *w, qfmt f, int experts, int64_t n, int64_t k, rng
     err_t e = {0};
     memset(w, 0, sizeof *w);
     w->f = f, w->experts = experts, w->n = n, w->k = k, w->rows = experts * n;
-    ccq_format cf = ccq_format_of(base_of(f));
+    ccq_format cf = ccq_format_of(gt_base_of(f));
     if (ccq_layout(&cf, w->rows, k, w->parts, &w->nparts, &e)) return FAIL("ccq_layout: %s", e.msg);
     int64_t ng = k / 64;
     for (int i = 0; i < w->nparts; i++) {
@@ -125,10 +107,10 @@ static int tw_make_on(tweight *w, qfmt f, int experts, int64_t n, int64_t k, rng
                 }
         } else if (!strcmp(nm, "scale")) {
             float *v = (float *)d;
-            for (int64_t j = 0; j < w->rows; j++) v[j] = unif(r, 0.5e-3f, 2e-3f);
+            for (int64_t j = 0; j < w->rows; j++) v[j] = gt_unif(r, 0.5e-3f, 2e-3f);
         } else if (!strcmp(nm, "super_scale")) {
             uint16_t *v = (uint16_t *)d;
-            for (int64_t j = 0; j < w->rows; j++) v[j] = f32_to_bf16(unif(r, 0.5e-3f, 2e-3f));
+            for (int64_t j = 0; j < w->rows; j++) v[j] = f32_to_bf16(gt_unif(r, 0.5e-3f, 2e-3f));
         } else if (!strcmp(nm, "local_scale")) {
             int64_t rb = p->shape[1];
             for (int64_t j = 0; j < w->rows; j++)
@@ -202,15 +184,6 @@ static int ref_rows(const tweight *w, int64_t row0, int64_t nrows, const float *
     return 1;
 }
 
-static void random_x(rng_t *r, uint16_t *xb, float *xf, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        float v = (float)rng_normal(r);
-        if (i % 97 == 3) v *= 30.0f; /* a few large activations */
-        xb[i] = f32_to_bf16(v);
-        xf[i] = bf16_to_f32(xb[i]);
-    }
-}
-
 /* Compares n outputs (fp32 or bf16 on the host) with the reference: every element within bound[i]
  * (plus half a bf16 ulp for bf16 outputs), the norm-wise relative error under 1e-5 (1e-2 for bf16),
  * nothing left unwritten (NaN from the poison). */
@@ -241,15 +214,6 @@ static int compare(const char *what, const void *yh, int bf16, const double *ref
     return ok;
 }
 
-static void *poisoned(size_t bytes, err_t *e) {
-    void *p = cu_malloc(bytes, e);
-    if (p && cu_memset(p, 0xFF, bytes, e)) {
-        cu_free(p);
-        return NULL;
-    }
-    return p;
-}
-
 /* One plain product of a random [n][k] weight, fp32 or bf16 out, with or without the workspace. */
 static int check_plain(qfmt f, int64_t n, int64_t k, int out_bf16, int use_ws, rng_t *r, uint64_t seed) {
     err_t e = {0};
@@ -261,12 +225,12 @@ static int check_plain(qfmt f, int64_t n, int64_t k, int out_bf16, int use_ws, r
     uint16_t *xb = malloc((size_t)k * 2);
     float *xf = malloc((size_t)k * 4);
     double *ref = malloc((size_t)n * 8), *bound = malloc((size_t)n * 8);
-    random_x(r, xb, xf, k);
+    gt_random_x(r, xb, xf, k);
     int ok = ref_rows(&w, 0, n, xf, ref, bound);
     for (int64_t i = 0; i < n; i++) bound[i] *= 2e-5;
     qgemv_ws ws = {0};
     size_t ybytes = (size_t)n * (out_bf16 ? 2 : 4);
-    void *xd = cu_malloc((size_t)k * 2, &e), *yd = poisoned(ybytes, &e);
+    void *xd = cu_malloc((size_t)k * 2, &e), *yd = gt_poisoned(ybytes, &e);
     void *yh = malloc(ybytes), *yh2 = malloc(ybytes);
     if (ok && (!xd || !yd || cu_h2d(xd, xb, (size_t)k * 2, &e))) ok = FAIL("%s: %s", what, e.msg);
     if (ok && use_ws && qgemv_ws_alloc(&ws, 65536, 64, &e)) ok = FAIL("%s: %s", what, e.msg);
@@ -294,7 +258,7 @@ static const int64_t SMALL[][2] = {{1, 64}, {3, 128}, {17, 192}, {33, 320}, {100
 #define NSMALL 8
 
 TEST(gemv_small_shapes_all_formats) {
-    uint64_t seed = fresh_seed();
+    uint64_t seed = gt_fresh_seed();
     rng_t r;
     rng_seed(&r, seed);
     for (int f = 0; f < NALL; f++)
@@ -306,7 +270,7 @@ TEST(gemv_small_shapes_all_formats) {
 static const int64_t REAL[][2] = {{7168, 8192}, {8192, 3584}, {10240, 8192}, {8192, 28672}};
 
 static void real_shapes(qfmt f) {
-    uint64_t seed = fresh_seed();
+    uint64_t seed = gt_fresh_seed();
     rng_t r;
     rng_seed(&r, seed);
     for (int s = 0; s < 4; s++)
@@ -335,7 +299,7 @@ static int check_batch(qfmt f, int64_t n, int64_t k, int T, int out_bf16, rng_t 
     uint16_t *xb = malloc(nx * 2);
     float *xf = malloc(nx * 4), *d = malloc((size_t)k * 4);
     double *ref = malloc(ny * 8), *bound = malloc(ny * 8);
-    random_x(r, xb, xf, (int64_t)nx);
+    gt_random_x(r, xb, xf, (int64_t)nx);
     int ok = 1;
     for (int64_t row = 0; row < n && ok; row++) {
         if (ccq_decode_row(&w.t, row, d, &e)) ok = FAIL("ccq_decode_row: %s", e.msg);
@@ -351,7 +315,7 @@ static int check_batch(qfmt f, int64_t n, int64_t k, int T, int out_bf16, rng_t 
     }
     qgemv_ws ws = {0};
     size_t ybytes = ny * (out_bf16 ? 2 : 4);
-    void *xd = cu_malloc(nx * 2, &e), *yd = poisoned(ybytes, &e);
+    void *xd = cu_malloc(nx * 2, &e), *yd = gt_poisoned(ybytes, &e);
     void *yh = malloc(ybytes), *yh2 = malloc(ybytes);
     qout ot = out_bf16 ? QOUT_BF16 : QOUT_F32;
     if (ok && (!xd || !yd || cu_h2d(xd, xb, nx * 2, &e) || qgemv_ws_alloc(&ws, 65536 * 8, 64, &e)))
@@ -373,7 +337,7 @@ static int check_batch(qfmt f, int64_t n, int64_t k, int T, int out_bf16, rng_t 
 static const qfmt CCQ[] = {QF_CCQ275, QF_CCQ25, QF_CCQ206};
 
 TEST(gemv_batch_small_shapes) {
-    uint64_t seed = fresh_seed();
+    uint64_t seed = gt_fresh_seed();
     rng_t r;
     rng_seed(&r, seed);
     static const int Ts[] = {2, 3, 8, 9, 16, 17, 33, 64};
@@ -383,7 +347,7 @@ TEST(gemv_batch_small_shapes) {
 }
 
 TEST(gemv_batch_real_shapes) {
-    uint64_t seed = fresh_seed();
+    uint64_t seed = gt_fresh_seed();
     rng_t r;
     rng_seed(&r, seed);
     static const int Ts[] = {4, 16, 8, 2};
@@ -461,7 +425,7 @@ static int tiled_layout_matches(qfmt f, int experts, int64_t n, int64_t k, int l
 }
 
 TEST(tiled_layout_is_as_documented) {
-    uint64_t seed = fresh_seed();
+    uint64_t seed = gt_fresh_seed();
     rng_t r;
     rng_seed(&r, seed);
     for (int f = 0; f < 3; f++) {
@@ -498,11 +462,11 @@ static int check_moe(qfmt f, int experts, int topk, int64_t inter, int64_t hidde
             again = 0;
             for (int j = 0; j < s; j++) again |= ids[j] == ids[s];
         } while (again);
-        rw[s] = unif(r, 0.05f, 1.0f);
+        rw[s] = gt_unif(r, 0.05f, 1.0f);
     }
     uint16_t *xb = malloc((size_t)hidden * 2);
     float *xf = malloc((size_t)hidden * 4);
-    random_x(r, xb, xf, hidden);
+    gt_random_x(r, xb, xf, hidden);
     /* gate/up reference */
     int64_t nh = (int64_t)topk * inter;
     double *g = malloc((size_t)inter * 8), *ga = malloc((size_t)inter * 8), *u = malloc((size_t)inter * 8),
@@ -531,7 +495,7 @@ static int check_moe(qfmt f, int experts, int topk, int64_t inter, int64_t hidde
     qgemv_ws ws = {0};
     void *xd = cu_malloc((size_t)hidden * 2, &e), *idd = cu_malloc(256, &e), *rwd = cu_malloc(256, &e);
     size_t hbytes = (size_t)nh * (out_bf16 ? 2 : 4), ybytes = (size_t)hidden * (out_bf16 ? 2 : 4);
-    void *hd = poisoned(hbytes, &e), *hin = cu_malloc((size_t)nh * 2, &e), *yd = poisoned(ybytes, &e);
+    void *hd = gt_poisoned(hbytes, &e), *hin = cu_malloc((size_t)nh * 2, &e), *yd = gt_poisoned(ybytes, &e);
     void *hh = malloc(hbytes), *yh = malloc(ybytes);
     if (ok && (!xd || !idd || !rwd || !hd || !hin || !yd || qgemv_ws_alloc(&ws, 65536, 64, &e) ||
                cu_h2d(xd, xb, (size_t)hidden * 2, &e) || cu_h2d(idd, ids, sizeof(int32_t) * topk, &e) ||
@@ -558,7 +522,7 @@ static int check_moe(qfmt f, int experts, int topk, int64_t inter, int64_t hidde
 }
 
 TEST(moe_small_all_formats) {
-    uint64_t seed = fresh_seed();
+    uint64_t seed = gt_fresh_seed();
     rng_t r;
     rng_seed(&r, seed);
     for (int f = 0; f < NALL; f++) {
@@ -569,7 +533,7 @@ TEST(moe_small_all_formats) {
 }
 
 static void moe_real(qfmt f) {
-    uint64_t seed = fresh_seed();
+    uint64_t seed = gt_fresh_seed();
     rng_t r;
     rng_seed(&r, seed);
     check_moe(f, 8, 8, 3584, 8192, 0, &r, seed);
@@ -641,7 +605,7 @@ static float spec_decode(qfmt f, const tweight *w, int64_t r, int64_t k) {
 }
 
 TEST(codec_decode_matches_spec) {
-    uint64_t seed = fresh_seed();
+    uint64_t seed = gt_fresh_seed();
     rng_t r;
     rng_seed(&r, seed);
     for (int f = 0; f < NALL; f++) {
