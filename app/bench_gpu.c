@@ -1,7 +1,8 @@
 /* app/bench_gpu.c: `ernie bench kernels` for the CUDA kernels: the batch-1 quantized GEMV of every format
  * at the real ERNIE-4.5-300B shapes and the two expert GEMVs of one MoE layer (top-8 of 64 experts),
  * timed with CUDA events after warm-up, against the device-to-device copy bandwidth measured in the
- * same run, and the same GEMVs for batches of 4, 16 and 64 tokens (ccq formats). Weights are random
+ * same run, the same GEMVs for batches of 4, 16 and 64 tokens, and the expert products of 4, 16 and 64
+ * tokens routed top-8 (qmoe_gate_up_batch / qmoe_down_batch; GB/s counts the distinct selected experts). Weights are random
  * valid encodings made on the device (the ccq formats then tiled by qmat_tile, whose time is reported
  * too); each timing round calls the product once on each of several copies of the weight (more bytes than twice the L2 cache in all, so no call
  * finds its weight in L2), and the figure is the median over rounds of round time / calls. For the
@@ -44,8 +45,8 @@ static const cli_command CMD_BK = {
     .details = "Times the batch-1 quantized GEMV (y = W x, bf16 x) of each format at the ERNIE-4.5-300B shapes\n"
                "and the MoE expert GEMVs (gate+up with SwiGLU, and down with the routing-weighted sum, top-8\n"
                "of 64 experts), and compares the bytes of weight read per second with the device-to-device\n"
-               "copy bandwidth (bytes read + written) measured in the same run. The ccq formats are also\n"
-               "timed for batches of 4, 16 and 64 tokens. 'ernie bench kernels gemm --help': the tensor-core\n"
+               "copy bandwidth (bytes read + written) measured in the same run. Every format is also timed\n"
+               "for batches of 4, 16 and 64 tokens, plain and routed to experts. 'ernie bench kernels gemm --help': the tensor-core\n"
                "GEMM of long prompts.",
     .opts = bench_opts,
 };
@@ -132,6 +133,67 @@ static int call_moe(void *ctx, int i, err_t *e) {
     return qmoe_gate_up(&c->w->m, ids, c->topk, c->x, c->out, QOUT_BF16, c->ws, NULL, e);
 }
 
+/* Routings of T tokens (top-k of E experts, uniform), built on the device by qmoe_route_build; RSETS of
+ * them used in turn, so that calls do not find the same experts in L2. */
+enum { RSETS = 16 };
+typedef struct {
+    qmoe_route r;
+    int32_t *ids, *offsets, *perm, *slot;
+} broute;
+
+static void routes_free(broute *rb) {
+    for (int i = 0; i < RSETS; i++) cu_free(rb[i].ids), cu_free(rb[i].offsets), cu_free(rb[i].perm), cu_free(rb[i].slot);
+    memset(rb, 0, sizeof(broute) * RSETS);
+}
+
+/* Makes RSETS routings; *distinct: the mean number of distinct experts a call selects. */
+static int routes_make(broute *rb, int T, int topk, int E, uint64_t seed, double *distinct, err_t *e) {
+    routes_free(rb);
+    rng_t rg;
+    rng_seed(&rg, seed);
+    int32_t ids[64 * 64];
+    double dsum = 0;
+    for (int s = 0; s < RSETS; s++) {
+        char used[4096] = {0};
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < topk; j++) {
+                int again;
+                do {
+                    ids[t * topk + j] = (int32_t)(rng_next(&rg) % (uint64_t)E);
+                    again = 0;
+                    for (int i = 0; i < j; i++) again |= ids[t * topk + i] == ids[t * topk + j];
+                } while (again);
+                used[ids[t * topk + j]] = 1;
+            }
+        for (int i = 0; i < E; i++) dsum += used[i];
+        size_t nb = sizeof(int32_t) * (size_t)T * topk;
+        rb[s].ids = cu_malloc(nb, e), rb[s].perm = cu_malloc(nb, e), rb[s].slot = cu_malloc(nb, e);
+        rb[s].offsets = cu_malloc(sizeof(int32_t) * ((size_t)E + 1), e);
+        if (!rb[s].ids || !rb[s].perm || !rb[s].slot || !rb[s].offsets || cu_h2d(rb[s].ids, ids, nb, e) ||
+            qmoe_route_build(rb[s].ids, T, topk, E, rb[s].offsets, rb[s].perm, rb[s].slot, &rb[s].r, NULL, e))
+            return -1;
+    }
+    *distinct = dsum / RSETS;
+    return cu_sync(e);
+}
+
+typedef struct {
+    dweight *w;
+    broute *rb;
+    int nsets, down;
+    const uint16_t *x, *h;
+    void *out;
+    const float *rw;
+    qgemv_ws *ws;
+} bmoe_ctx;
+
+static int call_bmoe(void *ctx, int i, err_t *e) {
+    bmoe_ctx *c = ctx;
+    const qmoe_route *r = &c->rb[i % c->nsets].r;
+    if (c->down) return qmoe_down_batch(&c->w->m, r, c->rw, c->h, c->out, QOUT_F32, c->ws, NULL, e);
+    return qmoe_gate_up_batch(&c->w->m, r, c->x, c->out, QOUT_BF16, c->ws, NULL, e);
+}
+
 static void add_result(result *res, int *nres, const char *fmt, const char *product, const char *shape, double bytes,
                        double us, double us_min, double copy_gbs) {
     result *r = &res[(*nres)++];
@@ -174,7 +236,7 @@ int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
     fprintf(stderr, "copy bandwidth: %.0f GB/s (read + write, %.2f GB per copy, median of %d)\n", copy_gbs,
             cc.bytes / 1e9, o.reps < 20 ? 20 : o.reps);
 
-    result res[256];
+    result res[512];
     int nres = 0;
     qgemv_ws ws;
     if (qgemv_ws_alloc(&ws, 65536 * 16, 64, &e)) return cli_fail("bench kernels: %s", e.msg);
@@ -208,10 +270,10 @@ int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
             double us = 0, mn = 0;
             if (!rc) rc = bench_time_calls(call_gemv, &gc, copies, 2, o.reps, &us, &mn, &e);
             if (!rc) add_result(res, &nres, qfmt_name((qfmt)f), shapes[s].name, shapes[s].shape, w[0].bytes, us, mn, copy_gbs);
-            /* batches of T tokens (the ccq formats): the same bytes, decoded once for all tokens */
+            /* batches of T tokens: the same bytes, decoded once for all tokens */
             static const int Ts[] = {4, 16, 64};
             static const char *const bname[] = {"gemv T=4", "gemv T=16", "gemv T=64"};
-            for (int b = 0; b < 3 && !rc && (f == QF_CCQ275 || f == QF_CCQ25 || f == QF_CCQ206); b++) {
+            for (int b = 0; b < 3 && !rc; b++) {
                 gc.T = Ts[b];
                 rc = bench_time_calls(call_gemv, &gc, copies, 2, o.reps, &us, &mn, &e);
                 if (!rc) add_result(res, &nres, qfmt_name((qfmt)f), bname[b], shapes[s].shape, w[0].bytes, us, mn, copy_gbs);
@@ -223,7 +285,13 @@ int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
     enum { E = 64, TOPK = 8, NSETS = 64 };
     int32_t *ids_d = cu_malloc(sizeof(int32_t) * NSETS * TOPK, &e);
     float *rw_d = cu_malloc(sizeof(float) * TOPK, &e);
-    if (!rc && (!ids_d || !rw_d)) rc = -1;
+    broute rb[RSETS];
+    memset(rb, 0, sizeof rb);
+    uint16_t *hb = cu_malloc((size_t)64 * TOPK * 3584 * 2, &e);
+    float *rw_b = cu_malloc(sizeof(float) * 64 * TOPK, &e);
+    if (!rc && (!ids_d || !rw_d || !hb || !rw_b || cu_fill_bf16(hb, (size_t)64 * TOPK * 3584, -1.f, 1.f, 9, NULL, &e) ||
+                cu_fill_f32(rw_b, 64 * TOPK, 0.05f, 0.25f, 10, NULL, &e)))
+        rc = -1;
     if (!rc) {
         rng_t rg;
         rng_seed(&rg, 42);
@@ -256,6 +324,21 @@ int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
         mc.w = &dn, mc.down = 1, mc.out = y;
         if (!rc) rc = bench_time_calls(call_moe, &mc, NSETS, 2, o.reps, &us, &mn, &e);
         if (!rc) add_result(res, &nres, qfmt_name((qfmt)f), "moe down+sum", "8x8192x3584", dn.bytes * TOPK / E, us, mn, copy_gbs);
+        /* T tokens routed top-8 (qmoe_*_batch): GB/s counts the bytes of the distinct selected experts */
+        static const int BT[] = {4, 16, 64};
+        static const char *const gname[] = {"moe T=4 gate_up", "moe T=16 gate_up", "moe T=64 gate_up"};
+        static const char *const dname[] = {"moe T=4 down", "moe T=16 down", "moe T=64 down"};
+        for (int b = 0; b < 3 && !rc; b++) {
+            double distinct = 0;
+            rc = routes_make(rb, BT[b], TOPK, E, 77 + b, &distinct, &e);
+            bmoe_ctx bc = {&gu, rb, RSETS, 0, x, hb, y, rw_b, &ws};
+            if (!rc) rc = bench_time_calls(call_bmoe, &bc, RSETS, 2, o.reps, &us, &mn, &e);
+            if (!rc)
+                add_result(res, &nres, qfmt_name((qfmt)f), gname[b], "E64 7168x8192", gu.bytes * distinct / E, us, mn, copy_gbs);
+            bc.w = &dn, bc.down = 1;
+            if (!rc) rc = bench_time_calls(call_bmoe, &bc, RSETS, 2, o.reps, &us, &mn, &e);
+            if (!rc) add_result(res, &nres, qfmt_name((qfmt)f), dname[b], "E64 8192x3584", dn.bytes * distinct / E, us, mn, copy_gbs);
+        }
         dw_free(&gu);
         dw_free(&dn);
     }
@@ -284,7 +367,8 @@ int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
         cu_free(src), cu_free(loc), cu_free(dst);
     }
     qgemv_ws_free(&ws);
-    cu_free(x), cu_free(h), cu_free(y), cu_free(ho), cu_free(ids_d), cu_free(rw_d);
+    cu_free(x), cu_free(h), cu_free(y), cu_free(ho), cu_free(ids_d), cu_free(rw_d), cu_free(hb), cu_free(rw_b);
+    routes_free(rb);
     if (rc) return cli_fail("bench kernels: %s", e.msg);
 
     if (g->json) {

@@ -72,7 +72,9 @@ constexpr int NTHREAD = NWARP * 32;
 
 constexpr unsigned FULL = 0xffffffffu;
 
-enum { MODE_PLAIN = 0, MODE_GATEUP = 1, MODE_DOWN = 2 };
+/* MODE_GUB / MODE_DNB: gate/up and down of several tokens routed to experts (qmoe_*_batch): a block
+ * serves one selected expert and all the slots (tokens) that chose it. */
+enum { MODE_PLAIN = 0, MODE_GATEUP = 1, MODE_DOWN = 2, MODE_GUB = 3, MODE_DNB = 4 };
 
 struct KParams {
     const uint8_t *q, *tail, *tail2, *local;
@@ -97,6 +99,12 @@ struct KParams {
     int cpp;    /* lane-chunks per K part, a multiple of 4 */
     float *wsp;
     int *wsc;
+    /* batches (qb_kernel) */
+    int ntok;                         /* tokens: rows of x (plain, gate/up) and of y (plain, down) */
+    int xt;                           /* bf16 elements per token in the block's x staging */
+    const int32_t *offsets, *perm;    /* routing (MODE_GUB / MODE_DNB), see qmoe_route in qgemv.h */
+    const int32_t *rslot;             /* [ntok][topk]: slot of token t's j-th expert */
+    int topk, total;                  /* slots = ntok * topk */
 };
 
 /* ---- small device helpers ---- */
@@ -295,10 +303,17 @@ __device__ __forceinline__ void tile_rows(const KParams &p, int slot, int tile, 
         int ch = min(c * 8 + g, p.inter - 1);
         r0 = e * p.n + ch;
         r1 = r0 + p.inter;
-    } else {
+    } else if (p.mode == MODE_DOWN) {
         int64_t e = min(max(__ldg(p.ids + slot), 0), p.n_experts - 1);
         r0 = e * p.n + min(tile * 16 + g, p.n - 1);
         r1 = e * p.n + min(tile * 16 + 8 + g, p.n - 1);
+    } else if (p.mode == MODE_GUB) { /* slot: the block's expert */
+        int ch = min(tile * 8 + g, p.inter - 1);
+        r0 = (int64_t)slot * p.n + ch;
+        r1 = r0 + p.inter;
+    } else {
+        r0 = (int64_t)slot * p.n + min(tile * 16 + g, p.n - 1);
+        r1 = (int64_t)slot * p.n + min(tile * 16 + 8 + g, p.n - 1);
     }
 }
 
@@ -557,6 +572,348 @@ __global__ void __launch_bounds__(NTHREAD, 3) qgemv_kernel(const KParams p) {
                     ncs1 = __ldg(p.cs + r1), nzp1 = __ldg(p.zp + r1) + 0.5f;
                 }
             }
+        }
+    }
+    cp_wait<0>();
+}
+
+/* ==== batches: T tokens (2..64) per call, plain or routed to experts ====
+ *
+ * The mma's 8 B columns are 8 tokens (lane (g,t) gives token 8nt + g of column tile nt), so a weight
+ * byte is read and decoded once for up to 64 tokens. For the experts (MODE_GUB, MODE_DNB) the tokens
+ * of a block are the slots of one selected expert: slots are sorted by expert (qmoe_route), a block
+ * takes the a-th expert that has slots and gathers the x rows of those slots into shared memory. The
+ * column tiles past the expert's slot count are skipped (a warp-uniform branch), so an expert chosen
+ * by 3 tokens costs one column tile even when the call has 64 tokens. */
+
+/* The a-th expert (in expert order) that has slots: its first slot and slot count, and how many experts
+ * have slots (e = -1 when a is past them). Every warp computes it with ballots over the offsets, so bad
+ * offsets (falling, out of range) give wrong numbers, never a fault. */
+__device__ __forceinline__ void find_expert(const int32_t *offsets, int n_experts, int total, int a, int &e, int &slot0,
+                                            int &cnt, int &n_active) {
+    const int lane = threadIdx.x & 31;
+    int seen = 0;
+    e = -1, slot0 = 0, cnt = 0;
+    for (int b = 0; b < n_experts; b += 32) {
+        const int i = b + lane;
+        int lo = 0, hi = 0;
+        if (i < n_experts) lo = min(max(__ldg(offsets + i), 0), total), hi = min(max(__ldg(offsets + i + 1), 0), total);
+        const unsigned m = __ballot_sync(FULL, hi > lo);
+        const int k = a - seen, np = __popc(m);
+        if (e < 0 && k >= 0 && k < np) { /* uniform across the warp */
+            unsigned mm = m;
+            for (int q = 0; q < k; q++) mm &= mm - 1;
+            const int pos = __ffs(mm) - 1;
+            e = b + pos;
+            slot0 = __shfl_sync(FULL, lo, pos);
+            cnt = __shfl_sync(FULL, hi - lo, pos);
+        }
+        seen += np;
+    }
+    n_active = seen;
+}
+
+/* What the end of a batched tile needs (one per block). */
+struct BEnd {
+    int mode, out_bf16, n, inter;
+    int ntok;          /* tokens of the call */
+    int ntile, splits; /* tiles per split; K parts (plain: all splits) */
+    int split;         /* this block's K part (plain: its split) */
+    int e, slot0, cnt; /* experts: the block's expert, its first slot and slot count */
+    int arrivals;      /* down: items that add to one output tile (active experts x K parts) */
+    int total, topk;
+    float *wsp;
+    int *wsc;
+    void *y;
+    const int32_t *rslot;
+    const float *route_w;
+};
+
+__device__ __forceinline__ void store_out(void *y, int bf16, int64_t o, float v) {
+    if (bf16) ((uint16_t *)y)[o] = f2bf16(v);
+    else ((float *)y)[o] = v;
+}
+
+__device__ __forceinline__ float silu_mul(float gate, float up) { return gate / (1.0f + expf(-gate)) * up; }
+
+/* End of a batched tile: lane (g,t) holds acc[nt][e] (scaled, offsets removed) of tile row g + 8 (e >> 1)
+ * and column 8 nt + 2t + (e & 1) (a token, or the block's expert's slot). Writes the outputs, or adds
+ * the K parts (and for the down projection the experts) through the workspace: the last warp to finish
+ * a tile (atomic counter) sums in a fixed order (K parts in order; a token's experts in its routing
+ * order), so the result does not depend on timing. */
+template <int NT>
+__device__ void bt_end(const BEnd &b, int tile, int g, int t, int lane, const float (&acc)[NT][4]) {
+    constexpr int T8 = 8 * NT;
+    if (b.mode == MODE_PLAIN) {
+        if (b.splits == 1) {
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int n = 8 * nt + 2 * t + (e & 1), row = tile * 16 + g + 8 * (e >> 1);
+                    if (n < b.ntok && row < b.n) store_out(b.y, b.out_bf16, (int64_t)n * b.n + row, acc[nt][e]);
+                }
+            return;
+        }
+        float *part = b.wsp + ((size_t)b.split * b.ntile + tile) * 16 * T8;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) __stcg(part + (8 * nt + 2 * t + (e & 1)) * 16 + g + 8 * (e >> 1), acc[nt][e]);
+        __threadfence();
+        __syncwarp();
+        int last = 0;
+        if (lane == 0) last = atomicAdd(b.wsc + tile, 1) == b.splits - 1;
+        last = __shfl_sync(FULL, last, 0);
+        if (!last) return;
+        __threadfence();
+        /* 4 values per lane and pass, 4 splits' loads in flight at a time; summed in split order */
+        for (int i = 4 * lane; i < 16 * T8; i += 128) {
+            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+            const float *src = b.wsp + (size_t)tile * 16 * T8 + i;
+            const size_t sstride = (size_t)b.ntile * 16 * T8;
+            int s2 = 0;
+            for (; s2 + 4 <= b.splits; s2 += 4) {
+                float4 a0 = __ldcg((const float4 *)(src + s2 * sstride)), a1 = __ldcg((const float4 *)(src + (s2 + 1) * sstride));
+                float4 a2 = __ldcg((const float4 *)(src + (s2 + 2) * sstride)), a3 = __ldcg((const float4 *)(src + (s2 + 3) * sstride));
+                v.x += a0.x, v.y += a0.y, v.z += a0.z, v.w += a0.w;
+                v.x += a1.x, v.y += a1.y, v.z += a1.z, v.w += a1.w;
+                v.x += a2.x, v.y += a2.y, v.z += a2.z, v.w += a2.w;
+                v.x += a3.x, v.y += a3.y, v.z += a3.z, v.w += a3.w;
+            }
+            for (; s2 < b.splits; s2++) {
+                float4 a0 = __ldcg((const float4 *)(src + s2 * sstride));
+                v.x += a0.x, v.y += a0.y, v.z += a0.z, v.w += a0.w;
+            }
+            const float vv[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int n = (i + e) >> 4, row = tile * 16 + ((i + e) & 15);
+                if (n < b.ntok && row < b.n) store_out(b.y, b.out_bf16, (int64_t)n * b.n + row, vv[e]);
+            }
+        }
+        if (lane == 0) b.wsc[tile] = 0;
+        return;
+    }
+    /* experts: partial sums per (K part, slot, tile, tile row) */
+    const size_t pstride = (size_t)b.ntile * 16; /* floats per slot */
+    if (b.mode == MODE_GUB && b.splits == 1) {
+        const int ch = tile * 8 + g;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int n = 8 * nt + 2 * t + e;
+                if (n < b.cnt && ch < b.inter)
+                    store_out(b.y, b.out_bf16, (int64_t)(b.slot0 + n) * b.inter + ch, silu_mul(acc[nt][e], acc[nt][e + 2]));
+            }
+        return;
+    }
+    float *part = b.wsp + ((size_t)b.split * b.total + b.slot0) * pstride + (size_t)tile * 16;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int n = 8 * nt + 2 * t + (e & 1);
+            if (n < b.cnt) __stcg(part + n * pstride + g + 8 * (e >> 1), acc[nt][e]);
+        }
+    __threadfence();
+    __syncwarp();
+    const int ci = b.mode == MODE_GUB ? b.e * b.ntile + tile : tile;
+    const int need = b.mode == MODE_GUB ? b.splits : b.arrivals;
+    int last = 0;
+    if (lane == 0) last = atomicAdd(b.wsc + ci, 1) == need - 1;
+    last = __shfl_sync(FULL, last, 0);
+    if (!last) return;
+    __threadfence();
+    const size_t kstride = (size_t)b.total * pstride; /* floats per K part */
+    if (b.mode == MODE_GUB) {
+        for (int i = lane; i < b.cnt * 8; i += 32) {
+            const int n = i >> 3, m = i & 7, ch = tile * 8 + m;
+            const float *src = b.wsp + (size_t)(b.slot0 + n) * pstride + (size_t)tile * 16 + m;
+            float gs = 0.f, us = 0.f;
+            for (int s2 = 0; s2 < b.splits; s2++) gs += __ldcg(src + s2 * kstride), us += __ldcg(src + s2 * kstride + 8);
+            if (ch < b.inter) store_out(b.y, b.out_bf16, (int64_t)(b.slot0 + n) * b.inter + ch, silu_mul(gs, us));
+        }
+    } else {
+        /* y[token][row] = sum_j route_w[token][j] * (sum of the K parts of slot rslot[token][j]), j in order */
+        for (int i = lane; i < b.ntok * 4; i += 32) {
+            const int tk = i >> 2, q4 = i & 3;
+            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+            for (int j = 0; j < b.topk; j++) {
+                const int s = min(max(__ldg(b.rslot + tk * b.topk + j), 0), b.total - 1);
+                const float w = __ldg(b.route_w + tk * b.topk + j);
+                const float *src = b.wsp + (size_t)s * pstride + (size_t)tile * 16 + 4 * q4;
+                float4 a = __ldcg((const float4 *)src);
+                for (int s2 = 1; s2 < b.splits; s2++) {
+                    const float4 c = __ldcg((const float4 *)(src + s2 * kstride));
+                    a.x += c.x, a.y += c.y, a.z += c.z, a.w += c.w;
+                }
+                v.x = fmaf(w, a.x, v.x), v.y = fmaf(w, a.y, v.y), v.z = fmaf(w, a.z, v.z), v.w = fmaf(w, a.w, v.w);
+            }
+            const float vv[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const int row = tile * 16 + 4 * q4 + q;
+                if (row < b.n) store_out(b.y, b.out_bf16, (int64_t)tk * b.n + row, vv[q]);
+            }
+        }
+    }
+    if (lane == 0) b.wsc[ci] = 0;
+}
+
+/* The row-major batch kernel (bf16, wint8, wint4; T = 2..64): the pipeline of qgemv_kernel, with B's
+ * columns as tokens. The four lanes t of a row read four different lane-chunks, and lane t's B slots
+ * are the same chunk's columns of its token, so one mma sums 16 columns of 8 tokens and no per-lane
+ * streams are needed (these formats have no group scales). Accumulators start at -OFF * sum(x) of
+ * their token (the offsets' share), and each unit's tensor-core sums are added in fp32. */
+template <int NT>
+__host__ __device__ constexpr int r_min_blocks() {
+    return NT <= 2 ? 2 : 1;
+}
+
+template <class F>
+__host__ __device__ constexpr int64_t xt_r(int64_t cpp) { /* token stride: 16 mod 64 elements (banks) */
+    return (cpp * XS_CHUNK<F>() + 47) / 64 * 64 + 16;
+}
+
+template <class F, int NT>
+__global__ void __launch_bounds__(NTHREAD, r_min_blocks<NT>()) qb_kernel(const KParams p) {
+    static_assert(!F::GROUPED && F::SIDE == 0, "the batch kernel has no group scales or side data");
+    extern __shared__ __align__(16) uint8_t smem[];
+    constexpr int NS = NST<F>(), SW = STAGE_WORDS<F>(), T8 = 8 * NT, XC = XS_CHUNK<F>();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int split = blockIdx.x % p.splits, bsp = blockIdx.x / p.splits;
+    const int kp = split % p.kparts;
+    const bool routed = p.mode == MODE_GUB || p.mode == MODE_DNB;
+    int ex = 0, slot0 = 0, cnt = p.ntok, nact = 1;
+    if (routed) {
+        find_expert(p.offsets, p.n_experts, p.total, split / p.kparts, ex, slot0, cnt, nact);
+        if (ex < 0) return; /* fewer experts were chosen than the grid allows for */
+    }
+    cnt = min(cnt, T8);
+    const int c0 = kp * p.cpp;
+    const int nch = min(p.cpp, p.nchunk - c0);
+    const int U = (nch + 3) >> 2;
+    const int ncp = U * 4;
+    uint32_t *ring = (uint32_t *)smem + warp * NS * SW;
+    uint16_t *xs = (uint16_t *)((uint32_t *)smem + NWARP * NS * SW);
+    float *S = (float *)(xs + (size_t)T8 * p.xt);
+
+    /* x of the block's tokens and K part, in the format's slot order; zeros past the tokens and K */
+    auto xrow = [&](int n) -> const uint16_t * {
+        int64_t r = p.mode == MODE_GUB ? min(max(__ldg(p.perm + slot0 + n), 0), p.ntok - 1)
+                    : p.mode == MODE_DNB ? slot0 + n
+                                         : n;
+        return p.x + r * p.k + (int64_t)c0 * F::LW;
+    };
+    for (int i = threadIdx.x; i < T8 * ncp * F::STEPS; i += blockDim.x) {
+        const int n = i / (ncp * F::STEPS), rest = i - n * (ncp * F::STEPS), c = rest / F::STEPS, s = rest - c * F::STEPS;
+        uint32_t v[4] = {0, 0, 0, 0};
+        if (n < cnt && c < nch) {
+            const uint16_t *xr = xrow(n) + c * F::LW;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int kk = F::kmap(s, j);
+                v[j] = kk >= 0 ? xr[kk] : 0u;
+            }
+        }
+        *(uint2 *)(xs + (size_t)n * p.xt + c * XC + s * 4) = make_uint2(v[0] | v[1] << 16, v[2] | v[3] << 16);
+    }
+    for (int n = warp; n < T8; n += NWARP) { /* -OFF * sum(x) per token, fixed order */
+        float s = 0.f;
+        if (n < cnt && F::OFF != 0.f) {
+            const uint16_t *xr = xrow(n);
+            for (int i = lane; i < nch * F::LW; i += 32) s += bf16f(xr[i]);
+        }
+#pragma unroll
+        for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(FULL, s, o);
+        if (lane == 0) S[n] = -F::OFF * s;
+    }
+
+    const int ntile = p.T, tile0 = bsp * NWARP + warp, tstride = p.bps * NWARP;
+    const int nmy = tile0 < ntile ? (ntile - 1 - tile0) / tstride + 1 : 0;
+    const int nit = nmy * U;
+    Ctx cx = make_ctx();
+    int ld_tile = tile0, ld_u = 0;
+    int64_t r0 = 0, r1 = 0;
+    if (nit) tile_rows(p, ex, ld_tile, g, r0, r1);
+    Rows lr = make_rows(p, r0, r1);
+    auto issue_next = [&](int stage) {
+        uint32_t *st = ring + stage * SW;
+        int c = min(c0 + ld_u * 4 + t, p.nchunk - 1);
+        cp16(st + lane * 4, lr.q0 + (int64_t)c * 16);
+        cp16(st + (32 + lane) * 4, lr.q1 + (int64_t)c * 16);
+        if (++ld_u == U) {
+            ld_u = 0;
+            ld_tile += tstride;
+            if (ld_tile < ntile) tile_rows(p, ex, ld_tile, g, r0, r1), lr = make_rows(p, r0, r1);
+        }
+    };
+    for (int d = 0; d < NS - 1; d++) {
+        if (d < nit) issue_next(d);
+        cp_commit();
+    }
+    float rs0 = 0.f, rs1 = 0.f;
+    int pr_tile = tile0;
+    if (nit) tile_rows(p, ex, pr_tile, g, r0, r1), rs0 = row_scale<F>(p, r0), rs1 = row_scale<F>(p, r1);
+
+    BEnd be;
+    be.mode = p.mode, be.out_bf16 = p.out_bf16, be.n = p.n, be.inter = p.inter, be.ntok = p.ntok;
+    be.ntile = ntile, be.splits = p.kparts, be.split = kp;
+    be.e = ex, be.slot0 = slot0, be.cnt = cnt, be.arrivals = nact * p.kparts, be.total = p.total, be.topk = p.topk;
+    be.wsp = p.wsp, be.wsc = p.wsc, be.y = p.y, be.rslot = p.rslot, be.route_w = p.route_w;
+    __syncthreads();
+
+    const int ntl = (cnt + 7) >> 3; /* column tiles with tokens */
+    float so[NT][2];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) so[nt][0] = S[8 * nt + 2 * t], so[nt][1] = S[8 * nt + 2 * t + 1];
+    float acc[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][2] = so[nt][0], acc[nt][1] = acc[nt][3] = so[nt][1];
+    const uint16_t *xg = xs + (size_t)g * p.xt;
+    int pr_u = 0, st_cur = 0;
+#pragma unroll 1
+    for (int it = 0; it < nit; it++) {
+        cp_wait<NS - 2>();
+        const uint32_t *st = ring + st_cur * SW;
+        typename F::Raw raw;
+        F::fetch(raw, *(const uint4 *)(st + lane * 4), *(const uint4 *)(st + (32 + lane) * 4), st + 256 + lane);
+        if (it + NS - 1 < nit) issue_next(st_cur == 0 ? NS - 1 : st_cur - 1);
+        cp_commit();
+        st_cur = st_cur == NS - 1 ? 0 : st_cur + 1;
+        const uint16_t *xb = xg + (pr_u * 4 + t) * XC;
+        float c[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) c[nt][0] = c[nt][1] = c[nt][2] = c[nt][3] = 0.f;
+#pragma unroll
+        for (int s = 0; s < F::STEPS; s++) {
+            uint32_t a[F::NMMA][4];
+            F::a_regs(raw, s, cx, a);
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+                if (nt < ntl) {
+                    const uint2 b = *(const uint2 *)(xb + (size_t)8 * nt * p.xt + 4 * s);
+#pragma unroll
+                    for (int m = 0; m < F::NMMA; m++) mma16816(c[nt], a[m], b.x, b.y);
+                }
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[nt][e] += c[nt][e];
+        if (++pr_u == U) {
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) acc[nt][e] *= e >> 1 ? rs1 : rs0;
+            bt_end<NT>(be, pr_tile, g, t, lane, acc);
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][2] = so[nt][0], acc[nt][1] = acc[nt][3] = so[nt][1];
+            pr_u = 0;
+            pr_tile += tstride;
+            if (pr_tile < ntile) tile_rows(p, ex, pr_tile, g, r0, r1), rs0 = row_scale<F>(p, r0), rs1 = row_scale<F>(p, r1);
         }
     }
     cp_wait<0>();
@@ -831,6 +1188,8 @@ struct TP {
     int xt;
     float *wsp;
     int *wsc;
+    const int32_t *offsets, *perm, *rslot; /* routing (MODE_GUB / MODE_DNB), see qmoe_route in qgemv.h */
+    int topk, total;
 };
 
 /* The block (in the tiled layout) of item tau, unit 0, and the global rows of mma rows g and g+8 (for the
@@ -849,8 +1208,13 @@ __device__ __forceinline__ const uint8_t *t_item(const TP &p, int slot, int tau,
         int ch = min((int)j * 8 + g, p.inter - 1);
         r0 = e * p.n + ch;
         r1 = r0 + p.inter;
+    } else if (p.mode == MODE_GUB) { /* slot: the block's expert */
+        e = slot, j = tau;
+        int ch = min(tau * 8 + g, p.inter - 1);
+        r0 = e * p.n + ch;
+        r1 = r0 + p.inter;
     } else {
-        e = min(max(__ldg(p.ids + slot), 0), p.n_experts - 1);
+        e = p.mode == MODE_DNB ? slot : min(max(__ldg(p.ids + slot), 0), p.n_experts - 1);
         j = tau;
         r0 = e * p.n + min(tau * 16 + g, p.n - 1);
         r1 = e * p.n + min(tau * 16 + 8 + g, p.n - 1);
@@ -876,10 +1240,15 @@ __device__ void slot_tables(uint16_t *inv, float *offc) {
  * shuffle tree, so the result does not depend on timing. Tokens past T and columns past K are zero. */
 template <class F, int NT>
 __device__ void stage_t(const TP &p, const uint16_t *inv, const float *offc, uint16_t *xs, float *S, int slot, int u0,
-                        int nu) {
+                        int nu, int slot0, int cnt) {
     constexpr int T8 = NT == 0 ? 1 : 8 * NT;
-    const int ntok = NT == 0 ? 1 : min(p.T, T8);
+    const int ntok = NT == 0 ? 1 : min(cnt, T8);
     const uint16_t *xb = p.x + (p.mode == MODE_DOWN ? (int64_t)slot * p.k : 0);
+    /* the x row of column n: a token (plain), the token of slot slot0 + n (gate/up), or that slot's row (down) */
+    auto xrow = [&](int n) -> int64_t {
+        if (NT == 0) return 0;
+        return p.mode == MODE_GUB ? min(max(__ldg(p.perm + slot0 + n), 0), p.T - 1) : p.mode == MODE_DNB ? slot0 + n : n;
+    };
     const int items = T8 * nu * 32;
     const int total = (items + blockDim.x - 1) / blockDim.x * blockDim.x;
     /* up to 4 items per thread and pass: their 16-byte loads are in flight together */
@@ -891,7 +1260,7 @@ __device__ void stage_t(const TP &p, const uint16_t *inv, const float *offc, uin
             const int c8 = i & 7, G = (i >> 3) & 3, rest = i >> 5, u = rest % nu, n = rest / nu;
             const int64_t col0 = (int64_t)(u0 + u) * 256 + 64 * G + 8 * c8;
             vv[r] = make_uint4(0, 0, 0, 0);
-            if (i < items && n < ntok && col0 < p.k) vv[r] = *(const uint4 *)(xb + (int64_t)n * p.k + col0);
+            if (i < items && n < ntok && col0 < p.k) vv[r] = *(const uint4 *)(xb + xrow(n) * p.k + col0);
         }
 #pragma unroll
         for (int r = 0; r < 4; r++) {
@@ -999,73 +1368,6 @@ __device__ __forceinline__ void t_tile_end(const TP &p, int split, int slot, int
     if (lane == 0) p.wsc[tile] = 0;
 }
 
-/* End of a tile of a batched plain product: lane (g,t) holds rows g, g+8 for tokens 8nt + 2t, +1. */
-template <int NT>
-__device__ __forceinline__ void t_tile_end_batch(const TP &p, int split, int tile, int g, int t, int lane,
-                                                 float (&acc)[NT][4], float rs0, float rs1) {
-    constexpr int T8 = 8 * NT;
-    if (p.splits == 1) {
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int n = 8 * nt + 2 * t + (e & 1), row = tile * 16 + g + 8 * (e >> 1);
-                if (n < p.T && row < p.n) {
-                    float v = acc[nt][e] * (e >> 1 ? rs1 : rs0);
-                    int64_t o = (int64_t)n * p.n + row;
-                    if (p.out_bf16) ((uint16_t *)p.y)[o] = f2bf16(v);
-                    else ((float *)p.y)[o] = v;
-                }
-            }
-        return;
-    }
-    float *part = p.wsp + ((size_t)split * p.ntile + tile) * 16 * T8;
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int n = 8 * nt + 2 * t + (e & 1), r = g + 8 * (e >> 1);
-            __stcg(part + n * 16 + r, acc[nt][e] * (e >> 1 ? rs1 : rs0));
-        }
-    __threadfence();
-    __syncwarp();
-    int last = 0;
-    if (lane == 0) last = atomicAdd(p.wsc + tile, 1) == p.splits - 1;
-    last = __shfl_sync(FULL, last, 0);
-    if (!last) return;
-    __threadfence();
-    /* 4 values per lane and pass, 4 splits' loads in flight at a time; summed in split order */
-    for (int i = 4 * lane; i < 16 * T8; i += 128) {
-        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-        const float *src = p.wsp + (size_t)tile * 16 * T8 + i;
-        const size_t sstride = (size_t)p.ntile * 16 * T8;
-        int s2 = 0;
-        for (; s2 + 4 <= p.splits; s2 += 4) {
-            float4 a = __ldcg((const float4 *)(src + s2 * sstride)), b = __ldcg((const float4 *)(src + (s2 + 1) * sstride));
-            float4 c = __ldcg((const float4 *)(src + (s2 + 2) * sstride)), d = __ldcg((const float4 *)(src + (s2 + 3) * sstride));
-            v.x += a.x, v.y += a.y, v.z += a.z, v.w += a.w;
-            v.x += b.x, v.y += b.y, v.z += b.z, v.w += b.w;
-            v.x += c.x, v.y += c.y, v.z += c.z, v.w += c.w;
-            v.x += d.x, v.y += d.y, v.z += d.z, v.w += d.w;
-        }
-        for (; s2 < p.splits; s2++) {
-            float4 a = __ldcg((const float4 *)(src + s2 * sstride));
-            v.x += a.x, v.y += a.y, v.z += a.z, v.w += a.w;
-        }
-        const float vv[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int n = (i + e) >> 4, row = tile * 16 + ((i + e) & 15);
-            if (n < p.T && row < p.n) {
-                int64_t o = (int64_t)n * p.n + row;
-                if (p.out_bf16) ((uint16_t *)p.y)[o] = f2bf16(vv[e]);
-                else ((float *)p.y)[o] = vv[e];
-            }
-        }
-    }
-    if (lane == 0) p.wsc[tile] = 0;
-}
-
 /* Blocks of 256 threads per SM the tiled kernel is compiled for (the register cap: 3 -> 85, 2 -> 128).
  * At batch 1, 2 blocks (16 warps) measured faster than 3 (24 warps): at 85 registers the compiler
  * recomputes the decoders' constants in every unit (docs/perf-notes.md, version 9). */
@@ -1080,7 +1382,13 @@ __global__ void __launch_bounds__(NTHREAD, t_min_blocks<NT>()) qt_kernel(const T
     constexpr int NS = 3, UB = F::UB, T8 = NT == 0 ? 1 : 8 * NT, NTA = NT == 0 ? 1 : NT;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int split = blockIdx.x % p.splits, bsp = blockIdx.x / p.splits;
-    const int slot = p.mode == MODE_DOWN ? split / p.kparts : 0;
+    int slot = p.mode == MODE_DOWN ? split / p.kparts : 0; /* routed batches: the block's expert */
+    int slot0 = 0, cnt = p.T, nact = 1;
+    if (NT > 0 && (p.mode == MODE_GUB || p.mode == MODE_DNB)) {
+        find_expert(p.offsets, p.n_experts, p.total, split / p.kparts, slot, slot0, cnt, nact);
+        if (slot < 0) return; /* fewer experts were chosen than the grid allows for */
+    }
+    cnt = min(cnt, T8);
     const int u0 = (split % p.kparts) * p.upp;
     const int nu = min(p.upp, p.units - u0);
     uint8_t *ring = smem + warp * NS * UB;
@@ -1139,7 +1447,14 @@ __global__ void __launch_bounds__(NTHREAD, t_min_blocks<NT>()) qt_kernel(const T
     }
 
     __syncthreads(); /* the slot tables */
-    stage_t<F, NT>(p, inv, offc, xs, S, slot, u0, nu);
+    stage_t<F, NT>(p, inv, offc, xs, S, slot, u0, nu, slot0, cnt);
+    BEnd be;
+    be.mode = p.mode, be.out_bf16 = p.out_bf16, be.n = p.n, be.inter = p.inter, be.ntok = p.T;
+    be.ntile = p.ntile, be.splits = p.mode == MODE_PLAIN ? p.splits : p.kparts;
+    be.split = p.mode == MODE_PLAIN ? split : split % p.kparts;
+    be.e = slot, be.slot0 = slot0, be.cnt = cnt, be.arrivals = nact * p.kparts, be.total = p.total, be.topk = p.topk;
+    be.wsp = p.wsp, be.wsc = p.wsc, be.y = p.y, be.rslot = p.rslot, be.route_w = p.route_w;
+    const int ntl = (cnt + 7) >> 3; /* column tiles with tokens */
     __syncthreads();
 
     const uint16_t *xzero = xs + p.xt;
@@ -1199,10 +1514,11 @@ __global__ void __launch_bounds__(NTHREAD, t_min_blocks<NT>()) qt_kernel(const T
                     F::pairs(raw, 0, G, j, lc, kc, a[0], a[2]);
                     F::pairs(raw, 1, G, j, lc, kc, a[1], a[3]);
 #pragma unroll
-                    for (int nt = 0; nt < NTA; nt++) {
-                        const uint2 b = *(const uint2 *)(xb + 8 * nt * p.xt + 4 * s);
-                        mma16816(c[nt], a, b.x, b.y);
-                    }
+                    for (int nt = 0; nt < NTA; nt++)
+                        if (nt < ntl) {
+                            const uint2 b = *(const uint2 *)(xb + 8 * nt * p.xt + 4 * s);
+                            mma16816(c[nt], a, b.x, b.y);
+                        }
                 }
                 const float l0 = F::local(raw, 0, G, kc), l1 = F::local(raw, 1, G, kc);
 #pragma unroll
@@ -1223,7 +1539,11 @@ __global__ void __launch_bounds__(NTHREAD, t_min_blocks<NT>()) qt_kernel(const T
                 t_tile_end(p, split, slot, pr_tile, g, t, lane, v0 * rs0, v1 * rs1);
                 acc0 = acc1 = 0.f;
             } else {
-                t_tile_end_batch<NTA>(p, split, pr_tile, g, t, lane, acc, rs0, rs1);
+#pragma unroll
+                for (int nt = 0; nt < NTA; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) acc[nt][e] *= e >> 1 ? rs1 : rs0;
+                bt_end<NTA>(be, pr_tile, g, t, lane, acc);
 #pragma unroll
                 for (int nt = 0; nt < NTA; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
             }
@@ -1620,6 +1940,184 @@ int plan_and_launch(qfmt f, KParams &p, int tiles, int fixed_splits, bool allow_
     return ck(err, cudaGetLastError(), "qgemv kernel launch");
 }
 
+
+/* ---- batches: planning and launch ---- */
+
+int nt_of(int T) { return T <= 8 ? 1 : T <= 16 ? 2 : T <= 32 ? 4 : 8; }
+
+struct BPlan {
+    int kparts, upp, nb, bps, splits;
+    size_t smem;
+};
+
+/* Partial floats and counters a batched product needs in the workspace with kp K parts. */
+struct WsNeed {
+    int mode; /* MODE_PLAIN, MODE_GUB, MODE_DNB */
+    int64_t tiles, T8, total, n_experts;
+    void operator()(int kp, size_t &nf, size_t &ni) const {
+        nf = ni = 0;
+        if (mode == MODE_PLAIN && kp > 1) nf = (size_t)kp * tiles * 16 * T8, ni = (size_t)tiles;
+        if (mode == MODE_GUB && kp > 1) nf = (size_t)kp * total * tiles * 16, ni = (size_t)(n_experts * tiles);
+        if (mode == MODE_DNB) nf = (size_t)kp * total * tiles * 16, ni = (size_t)tiles;
+    }
+};
+
+/* The K split and grid of a batched product: `fixed` splits (the expert positions of the routed products,
+ * else 1) times K parts. The block's x of T8 tokens must fit in shared memory, so K is split into the
+ * fewest parts that fit, and into more when that lowers a warp's time: ceil(items / resident warps) x
+ * (units per item + one unit of fixed cost), plus a cost per K part for the workspace sums. */
+template <class SmemFn>
+int plan_batch(int units, int tiles, int fixed, int T8, int nb_max, SmemFn smem_of, const WsNeed &need, qgemv_ws *ws,
+               BPlan &pl, err_t *err) {
+    DevFacts d;
+    if (dev_facts(&d, err)) return -1;
+    const bool have_ws = ws && ws->partial && ws->count;
+    int kparts = 0, ws_short = 0;
+    double best = 0;
+    for (int kp = 1; kp <= 64 && kp <= units; kp++) {
+        int upp = (units + kp - 1) / kp, kpe = (units + upp - 1) / upp;
+        if (kpe != kp) continue;
+        size_t smem = smem_of(upp);
+        if (smem > (size_t)d.smem_optin) continue;
+        int b = d.smem_sm / (int)(smem + 1024);
+        if (b > nb_max) b = nb_max;
+        if (b < 1) continue;
+        size_t nf = 0, ni = 0;
+        need(kpe, nf, ni);
+        if ((nf || ni) && (!have_ws || nf > ws->partial_floats || ni > ws->count_ints)) {
+            ws_short = 1;
+            continue;
+        }
+        int64_t W = (int64_t)d.sms * b * NWARP;
+        double cost = (double)(((int64_t)tiles * fixed * kpe + W - 1) / W) * (upp + 1) + (kpe > 1 ? kpe * T8 / 64.0 : 0);
+        if (!kparts || cost < 0.9 * best) best = cost, kparts = kpe, pl.nb = b;
+    }
+    if (!kparts) {
+        if (ws_short && !have_ws) return err_set(err, ERR_ARG, "qgemv: this batch needs a workspace (qgemv_ws_alloc)");
+        if (ws_short) return err_set(err, ERR_ARG, "qgemv: workspace too small for this batch (qgemv_ws_alloc)");
+        return err_set(err, ERR_ARG, "qgemv: no K split of this batch fits in shared memory");
+    }
+    pl.kparts = kparts;
+    pl.upp = (units + kparts - 1) / kparts;
+    pl.smem = smem_of(pl.upp);
+    pl.splits = fixed * kparts;
+    int64_t W = (int64_t)d.sms * pl.nb * NWARP;
+    int64_t items = (int64_t)tiles * pl.splits;
+    int64_t warps = items < W ? items : W;
+    int64_t wps = (warps + pl.splits - 1) / pl.splits;
+    if (wps > tiles) wps = tiles;
+    int bps = (int)((wps + NWARP - 1) / NWARP);
+    int64_t bslots = (int64_t)d.sms * pl.nb;
+    if ((int64_t)bps * pl.splits > bslots && bslots >= pl.splits) bps = (int)(bslots / pl.splits);
+    pl.bps = bps < 1 ? 1 : bps;
+    return 0;
+}
+
+template <class F>
+size_t qb_smem_f(int T8, int64_t upp) {
+    return (size_t)NWARP * NST<F>() * STAGE_WORDS<F>() * 4 + (size_t)T8 * xt_r<F>(4 * upp) * 2 + (size_t)T8 * 4;
+}
+
+template <class F>
+const void *qb_kernel_nt(int nt) {
+    switch (nt) {
+    case 1: return (const void *)qb_kernel<F, 1>;
+    case 2: return (const void *)qb_kernel<F, 2>;
+    case 4: return (const void *)qb_kernel<F, 4>;
+    default: return (const void *)qb_kernel<F, 8>;
+    }
+}
+
+/* A row-major batch (bf16, wint8, wint4): p holds the weight, mode, x, y and routing; tiles per split. */
+int qb_launch(qfmt f, int nt, KParams &p, int tiles, int fixed, qgemv_ws *ws, cudaStream_t st, err_t *err) {
+    const int T8 = 8 * nt;
+    const void *kernel = f == QF_BF16 ? qb_kernel_nt<FBf16>(nt) : f == QF_WINT8 ? qb_kernel_nt<FWint8>(nt) : qb_kernel_nt<FWint4>(nt);
+    auto smem_of = [&](int64_t upp) -> size_t {
+        return f == QF_BF16 ? qb_smem_f<FBf16>(T8, upp) : f == QF_WINT8 ? qb_smem_f<FWint8>(T8, upp) : qb_smem_f<FWint4>(T8, upp);
+    };
+    DevFacts d;
+    if (dev_facts(&d, err) || allow_smem(kernel, d, err)) return -1;
+    WsNeed need = {p.mode, tiles, T8, p.total, p.n_experts};
+    BPlan pl = {0, 0, 0, 0, 0, 0};
+    const int units = (p.nchunk + 3) / 4;
+    if (plan_batch(units, tiles, fixed, T8, nt <= 2 ? 2 : 1, smem_of, need, ws, pl, err)) return -1;
+    p.kparts = pl.kparts;
+    p.cpp = pl.upp * 4;
+    p.xt = (int)(f == QF_BF16 ? xt_r<FBf16>(p.cpp) : f == QF_WINT8 ? xt_r<FWint8>(p.cpp) : xt_r<FWint4>(p.cpp));
+    p.T = tiles;
+    p.splits = pl.splits;
+    p.bps = pl.bps;
+    if (ws) p.wsp = ws->partial, p.wsc = ws->count;
+    void *args[] = {&p};
+    if (ck(err, cudaLaunchKernel(kernel, dim3((unsigned)(pl.splits * pl.bps)), dim3(NTHREAD), args, pl.smem, st),
+           "qgemv batch kernel launch"))
+        return -1;
+    return ck(err, cudaGetLastError(), "qgemv batch kernel launch");
+}
+
+/* A routed batch of the tiled formats (MODE_GUB / MODE_DNB): p holds the weight, x, y and routing. */
+int t_launch_routed(qfmt f, int nt, TP &p, int tiles, int fixed, qgemv_ws *ws, cudaStream_t st, err_t *err) {
+    if ((uintptr_t)p.x % 16) return err_set(err, ERR_ARG, "qgemv: the activations are not 16-byte aligned");
+    const int T8 = 8 * nt;
+    TInfo ti = tiled_info(f, nt);
+    DevFacts d;
+    if (dev_facts(&d, err) || allow_smem(ti.kernel, d, err)) return -1;
+    WsNeed need = {p.mode, tiles, T8, p.total, p.n_experts};
+    BPlan pl = {0, 0, 0, 0, 0, 0};
+    auto smem_of = [&](int64_t upp) -> size_t { return t_smem(ti.ub, nt, upp); };
+    if (plan_batch(p.units, tiles, fixed, T8, ti.nb_max, smem_of, need, ws, pl, err)) return -1;
+    p.upp = pl.upp;
+    p.kparts = pl.kparts;
+    p.xt = (int)xt_of(pl.upp);
+    p.ntile = tiles;
+    p.splits = pl.splits;
+    p.bps = pl.bps;
+    if (ws) p.wsp = ws->partial, p.wsc = ws->count;
+    void *args[] = {&p};
+    if (ck(err, cudaLaunchKernel(ti.kernel, dim3((unsigned)(pl.splits * pl.bps)), dim3(NTHREAD), args, pl.smem, st),
+           "qgemv batch kernel launch"))
+        return -1;
+    return ck(err, cudaGetLastError(), "qgemv batch kernel launch");
+}
+
+/* Routing from the router's choices (qmoe_route_build): one block. A thread per expert walks the slots
+ * in (token, choice) order, so slots of an expert are in token order and the result is deterministic. */
+__global__ void k_route(const int32_t *ids, int total, int topk, int n_experts, int32_t *offsets, int32_t *perm,
+                        int32_t *slot) {
+    extern __shared__ int32_t rsh[];
+    int32_t *sid = rsh, *base = rsh + total;
+    for (int i = threadIdx.x; i < total; i += blockDim.x) sid[i] = min(max(ids[i], 0), n_experts - 1);
+    __syncthreads();
+    for (int e = threadIdx.x; e < n_experts; e += blockDim.x) {
+        int c = 0;
+        for (int i = 0; i < total; i++) c += sid[i] == e;
+        base[e] = c;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int run = 0;
+        for (int e = 0; e < n_experts; e++) {
+            int c = base[e];
+            offsets[e] = base[e] = run;
+            run += c;
+        }
+        offsets[n_experts] = run;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < n_experts; e += blockDim.x) {
+        int pos = base[e];
+        for (int i = 0; i < total; i++)
+            if (sid[i] == e) perm[pos] = i / topk, slot[i] = pos, pos++;
+    }
+}
+
+int check_route(const qmat_dev *m, const qmoe_route *r, err_t *err) {
+    if (!r || r->T < 1 || r->T > QGEMV_MAX_T || r->topk < 1 || r->topk > 64 || !r->offsets || !r->perm || !r->slot)
+        return err_set(err, ERR_ARG, "qmoe batch: bad routing (T %d, topk %d)", r ? r->T : 0, r ? r->topk : 0);
+    if (m->n_experts > 4096) return err_set(err, ERR_ARG, "qmoe batch: %d experts (at most 4096)", m->n_experts);
+    return 0;
+}
+
 } /* namespace */
 
 /* ---- the C API ---- */
@@ -1741,7 +2239,15 @@ extern "C" int qgemv_batch(const qmat_dev *m, int T, const uint16_t *x, void *y,
         int nt = T == 1 ? 0 : T <= 8 ? 1 : T <= 16 ? 2 : T <= 32 ? 4 : 8;
         return t_launch(m->fmt, nt, p, tiles, 1, ws, (cudaStream_t)stream, err);
     }
-    if (T != 1) return err_set(err, ERR_UNSUPPORTED, "qgemv: batches of %s weights are not implemented", qfmt_name(m->fmt));
+    if (T != 1) {
+        KParams p = base_params(m);
+        p.mode = MODE_PLAIN;
+        p.out_bf16 = yt == QOUT_BF16;
+        p.x = x;
+        p.y = y;
+        p.ntok = T;
+        return qb_launch(m->fmt, nt_of(T), p, tiles, 1, ws, (cudaStream_t)stream, err);
+    }
     KParams p = base_params(m);
     p.mode = MODE_PLAIN;
     p.out_bf16 = yt == QOUT_BF16;
@@ -1808,4 +2314,67 @@ extern "C" int qmoe_down(const qmat_dev *m, const int32_t *ids, const float *rou
     p.ids = ids;
     p.route_w = route_w;
     return plan_and_launch(m->fmt, p, tiles, topk, true, ws, (cudaStream_t)stream, err);
+}
+
+/* ---- several tokens routed to experts ---- */
+
+extern "C" int qmoe_route_build(const int32_t *ids, int T, int topk, int n_experts, int32_t *offsets, int32_t *perm,
+                                int32_t *slot, qmoe_route *r, void *stream, err_t *err) {
+    if (!ids || !offsets || !perm || !slot || !r || T < 1 || T > QGEMV_MAX_T || topk < 1 || topk > 64 || n_experts < 1 ||
+        n_experts > 4096)
+        return err_set(err, ERR_ARG, "qmoe_route_build: bad arguments (T %d, topk %d, %d experts)", T, topk, n_experts);
+    const int total = T * topk;
+    k_route<<<1, 256, (size_t)(total + n_experts) * 4, (cudaStream_t)stream>>>(ids, total, topk, n_experts, offsets, perm,
+                                                                                 slot);
+    if (ck(err, cudaGetLastError(), "qmoe_route_build kernel launch")) return -1;
+    r->T = T, r->topk = topk, r->offsets = offsets, r->perm = perm, r->slot = slot;
+    return 0;
+}
+
+extern "C" int qmoe_gate_up_batch(const qmat_dev *m, const qmoe_route *r, const uint16_t *x, void *h, qout ht,
+                                  qgemv_ws *ws, void *stream, err_t *err) {
+    if (check_mat(m, err) || check_route(m, r, err)) return -1;
+    if (m->n % 2) return err_set(err, ERR_ARG, "qmoe_gate_up_batch: %lld rows per expert is not gate + up", (long long)m->n);
+    if (!x || !h) return err_set(err, ERR_ARG, "qmoe_gate_up_batch: NULL x or h");
+    const int total = r->T * r->topk, A = total < m->n_experts ? total : m->n_experts, nt = nt_of(r->T);
+    if (is_tiled(m->fmt)) {
+        if (m->layout != QL_GATE_UP) return err_set(err, ERR_ARG, "qmoe_gate_up_batch: the weight needs the gate/up tiling");
+        TP p = t_params(m);
+        p.mode = MODE_GUB;
+        p.inter = (int)(m->n / 2);
+        p.out_bf16 = ht == QOUT_BF16;
+        p.x = x, p.y = h, p.T = r->T;
+        p.offsets = r->offsets, p.perm = r->perm, p.rslot = r->slot, p.topk = r->topk, p.total = total;
+        return t_launch_routed(m->fmt, nt, p, p.tpe, A, ws, (cudaStream_t)stream, err);
+    }
+    KParams p = base_params(m);
+    p.mode = MODE_GUB;
+    p.inter = (int)(m->n / 2);
+    p.out_bf16 = ht == QOUT_BF16;
+    p.x = x, p.y = h, p.ntok = r->T;
+    p.offsets = r->offsets, p.perm = r->perm, p.rslot = r->slot, p.topk = r->topk, p.total = total;
+    return qb_launch(m->fmt, nt, p, (p.inter + 7) / 8, A, ws, (cudaStream_t)stream, err);
+}
+
+extern "C" int qmoe_down_batch(const qmat_dev *m, const qmoe_route *r, const float *route_w, const uint16_t *h, void *y,
+                               qout yt, qgemv_ws *ws, void *stream, err_t *err) {
+    if (check_mat(m, err) || check_route(m, r, err)) return -1;
+    if (!route_w || !h || !y) return err_set(err, ERR_ARG, "qmoe_down_batch: NULL route_w, h or y");
+    const int total = r->T * r->topk, A = total < m->n_experts ? total : m->n_experts, nt = nt_of(r->T);
+    const int tiles = (int)((m->n + 15) / 16);
+    if (is_tiled(m->fmt)) {
+        if (m->layout != QL_ROWS) return err_set(err, ERR_ARG, "qmoe_down_batch: the weight needs the row tiling");
+        TP p = t_params(m);
+        p.mode = MODE_DNB;
+        p.out_bf16 = yt == QOUT_BF16;
+        p.x = h, p.y = y, p.T = r->T, p.route_w = route_w;
+        p.offsets = r->offsets, p.perm = r->perm, p.rslot = r->slot, p.topk = r->topk, p.total = total;
+        return t_launch_routed(m->fmt, nt, p, tiles, A, ws, (cudaStream_t)stream, err);
+    }
+    KParams p = base_params(m);
+    p.mode = MODE_DNB;
+    p.out_bf16 = yt == QOUT_BF16;
+    p.x = h, p.y = y, p.ntok = r->T, p.route_w = route_w;
+    p.offsets = r->offsets, p.perm = r->perm, p.rslot = r->slot, p.topk = r->topk, p.total = total;
+    return qb_launch(m->fmt, nt, p, tiles, A, ws, (cudaStream_t)stream, err);
 }

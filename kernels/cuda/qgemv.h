@@ -1,6 +1,6 @@
 /* kernels/cuda/qgemv.h: products of quantized weights with one activation vector (y = W x) or a small
- * batch of them on the GPU, and the two expert products of one MoE layer (one token), as C launch
- * wrappers over kernels/cuda/qgemv.cu.
+ * batch of them on the GPU, and the two expert products of one MoE layer (one token, or a small batch of
+ * routed tokens), as C launch wrappers over kernels/cuda/qgemv.cu.
  *
  * Formats (spec/ccq.md; the storage layout is the model file's, row-major, one row per output channel):
  *   bf16, wint8, wint4: read as stored.
@@ -120,9 +120,9 @@ int qmat_repack(qfmt f, const void *src, int64_t rows, int64_t k, void *dst, qma
 int qgemv(const qmat_dev *m, const uint16_t *x, void *y, qout yt, qgemv_ws *ws, void *stream, err_t *err);
 
 /* The same for T tokens (1..QGEMV_MAX_T): x bf16 [T][k], y [T][n], y[t][n] = sum_k W[n][k] x[t][k]. Each
- * weight byte is read and decoded once for all T tokens (the mma's B columns are tokens). T > 1 needs ws
- * (the x of a block must fit in shared memory, so K is split into parts that are summed through it) and
- * a ccq format; T = 1 is qgemv. */
+ * weight byte is read and decoded once for all T tokens (the mma's B columns are tokens). Every format.
+ * T > 1 needs ws whenever the x of T tokens does not fit a block's shared memory whole (K is then split
+ * into parts that are summed through it, in part order): pass one always. T = 1 is qgemv. */
 int qgemv_batch(const qmat_dev *m, int T, const uint16_t *x, void *y, qout yt, qgemv_ws *ws, void *stream,
                 err_t *err);
 
@@ -141,6 +141,48 @@ int qmoe_gate_up(const qmat_dev *m, const int32_t *ids, int topk, const uint16_t
  * order, so the result does not depend on timing. */
 int qmoe_down(const qmat_dev *m, const int32_t *ids, const float *route_w, int topk, const uint16_t *h, void *y,
               qout yt, qgemv_ws *ws, void *stream, err_t *err);
+
+/* ---- several tokens routed to experts (small batches, T = 1..QGEMV_MAX_T) ----
+ *
+ * The routing of T tokens, each to topk experts, as the grouped products read it (the same offsets and
+ * perm as qgemm_grouped in qgemm.h): total = T * topk slots sorted by expert.
+ *   offsets int32 [n_experts + 1]: the slots of expert e are offsets[e] .. offsets[e+1] - 1;
+ *   perm    int32 [total]: the token of each slot;
+ *   slot    int32 [T * topk]: slot[t * topk + j] is the slot of token t's j-th expert (perm's inverse).
+ * A token chooses an expert at most once, so an expert has at most T slots. Device arrays; bad values are
+ * clamped into range on the device (wrong numbers, never a fault). */
+typedef struct {
+    int T, topk;
+    const int32_t *offsets, *perm, *slot;
+} qmoe_route;
+
+/* Builds the routing from the router's choices: ids int32 [T][topk] (device) -> offsets, perm, slot (device
+ * arrays of the sizes above, written by one small kernel on the stream), and fills *r. Slots of an expert
+ * are in token order. topk <= 64, n_experts <= 4096; ids outside [0, n_experts) are clamped. */
+int qmoe_route_build(const int32_t *ids, int T, int topk, int n_experts, int32_t *offsets, int32_t *perm, int32_t *slot,
+                     qmoe_route *r, void *stream, err_t *err);
+
+/* Gate and up projections with SwiGLU for every slot, in one launch: m as for qmoe_gate_up (experts of
+ * [2*inter][k], ccq formats tiled with QLAYOUT_GATE_UP); x bf16 [T][k]; h fp32 or bf16 [total][inter] in slot
+ * order: h[s][c] = silu(gate_e[c] . x[perm[s]]) * (up_e[c] . x[perm[s]]) for the expert e of slot s.
+ * Each selected expert's weight bytes are read and decoded once per call for all the tokens that chose it
+ * (a block per selected expert and K part; the mma's B columns are its tokens). Needs ws when K is split
+ * (x of T tokens too large for shared memory): kparts x total x 2*inter partial sums and n_experts x
+ * inter/8 counters, which qgemv_ws_alloc(ws, 2 * inter * max(total, n_experts), 16) covers for k <= 8192
+ * (a call reports a workspace too small). The K parts are summed in order: deterministic. */
+int qmoe_gate_up_batch(const qmat_dev *m, const qmoe_route *r, const uint16_t *x, void *h, qout ht, qgemv_ws *ws,
+                       void *stream, err_t *err);
+
+/* Down projections of every slot with each token's routing-weighted sum, in one launch: m as for qmoe_down
+ * (experts of [n][k], ccq formats tiled with QLAYOUT_ROWS); h bf16 [total][k] in slot order (qmoe_gate_up_batch's
+ * output); route_w f32 [T][topk] (device), the weight of token t's j-th expert; y fp32 or bf16 [T][n]:
+ *   y[t][r] = sum_{j < topk} route_w[t][j] * (W_e[r] . h[slot[t][j]]),  e the expert of that slot.
+ * Each selected expert's bytes are read once per call. Always needs ws: every slot's product goes through it
+ * (kparts x total x n partial sums, n/16 counters: qgemv_ws_alloc(ws, n * total, 16) for k <= 8192), and the
+ * last block to finish an output tile adds a
+ * token's experts in the order j = 0 .. topk-1 (and K parts in order): deterministic, no float atomics. */
+int qmoe_down_batch(const qmat_dev *m, const qmoe_route *r, const float *route_w, const uint16_t *h, void *y, qout yt,
+                    qgemv_ws *ws, void *stream, err_t *err);
 
 #ifdef __cplusplus
 }

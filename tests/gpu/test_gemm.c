@@ -432,6 +432,31 @@ TEST(gemm_real_shapes_ccq275) { real_shapes(QF_CCQ275); }
 TEST(gemm_real_shapes_ccq25) { real_shapes(QF_CCQ25); }
 TEST(gemm_real_shapes_ccq206) { real_shapes(QF_CCQ206); }
 
+/* Many row tiles at T = 2048: on a GPU of about 132 SMs the plain product mixes 256-token tiles with a
+ * last column of 128-token tiles (qgemm.cu's choose_wide); K is short to keep the reference cheap. Every
+ * element is checked for being written, a sample of rows against the reference. */
+TEST(gemm_wide_and_narrow_tiles) {
+    uint64_t seed = gt_fresh_seed();
+    rng_t r;
+    rng_seed(&r, seed);
+    qgemm_path paths[4];
+    int np = device_paths(paths);
+    static const qfmt fm[] = {QF_BF16, QF_CCQ206};
+    for (int f = 0; f < 2; f++) {
+        gw w;
+        if (!gw_random(&w, fm[f], 1, 7168, 192, fm[f] == QF_CCQ206 ? QLAYOUT_ROWS : QLAYOUT_STORED, &r)) {
+            gw_free(&w);
+            return;
+        }
+        int64_t rows[32];
+        for (int j = 0; j < 32; j++) rows[j] = j < 4 ? j : j < 8 ? w.n - 1 - (j - 4) : (int64_t)(rng_next(&r) % (uint64_t)w.n);
+        int ok = check_plain(&w, 2048, rows, 32, 0, paths + (np > 1), np - (np > 1), &r, seed, "tiles ") &&
+                 check_plain(&w, 1900, rows, 32, 1, paths + np - 1, 1, &r, seed, "tiles ");
+        gw_free(&w);
+        if (!ok) return;
+    }
+}
+
 /* ---- grouped over experts ---- */
 
 /* Random routing: counts per expert (some zero), slots sorted by expert, each slot's X row drawn at

@@ -6,7 +6,9 @@
  * fp32 accumulation, |y - ref| <= 2e-5 * sum_k |w_k x_k| per element and (64 outputs or more) a
  * norm-wise error under 1e-5;
  * bf16 outputs add half a bf16 ulp. Shapes: odd sizes (N not a multiple of the tile, K = 64), and the
- * real ERNIE-4.5-300B shapes; batches of T tokens (qgemv_batch) likewise. The ccq formats go through
+ * real ERNIE-4.5-300B shapes; batches of T tokens (qgemv_batch) likewise, and batches of tokens routed to
+ * experts (qmoe_route_build, qmoe_gate_up_batch, qmoe_down_batch) with experts chosen by several tokens,
+ * by one and by none. The ccq formats go through
  * qmat_tile first, and a test rebuilds the tiled layout on the host from the description in
  * kernels/cuda/qlayout.cuh and compares it byte for byte. A last test checks the codec's decode against a
  * decoder written here straight from spec/ccq.md, so that a codec bug cannot hide a kernel bug. */
@@ -341,9 +343,9 @@ TEST(gemv_batch_small_shapes) {
     rng_t r;
     rng_seed(&r, seed);
     static const int Ts[] = {2, 3, 8, 9, 16, 17, 33, 64};
-    for (int f = 0; f < 3; f++)
+    for (int f = 0; f < NALL; f++)
         for (int s = 0; s < NSMALL; s++)
-            if (!check_batch(CCQ[f], SMALL[s][0], SMALL[s][1], Ts[s], s % 3 == 1, &r, seed)) return;
+            if (!check_batch(ALL[f], SMALL[s][0], SMALL[s][1], Ts[(s + f) % NSMALL], s % 3 == 1, &r, seed)) return;
 }
 
 TEST(gemv_batch_real_shapes) {
@@ -355,6 +357,19 @@ TEST(gemv_batch_real_shapes) {
         for (int s = 0; s < 4; s++)
             if (!check_batch(CCQ[f], REAL[s][0], REAL[s][1], Ts[(s + f) % 4], 0, &r, seed)) return;
     check_batch(QF_CCQ206, 7168, 8192, 64, 1, &r, seed);
+}
+
+/* bf16, wint8, wint4 (the row-major batch kernel) at the real shapes */
+TEST(gemv_batch_real_shapes_rowmajor) {
+    uint64_t seed = gt_fresh_seed();
+    rng_t r;
+    rng_seed(&r, seed);
+    static const qfmt RM[] = {QF_BF16, QF_WINT8, QF_WINT4};
+    static const int Ts[] = {4, 16, 8, 2};
+    for (int f = 0; f < 3; f++)
+        for (int s = 0; s < 4; s++)
+            if (!check_batch(RM[f], REAL[s][0], REAL[s][1], Ts[(s + f) % 4], 0, &r, seed)) return;
+    check_batch(QF_WINT8, 8192, 3584, 64, 1, &r, seed);
 }
 
 /* ---- the tiled layout, rebuilt on the host from its description in kernels/cuda/qlayout.cuh ---- */
@@ -628,3 +643,187 @@ TEST(codec_decode_matches_spec) {
         tw_free(&w);
     }
 }
+
+/* ---- several tokens routed to experts: qmoe_route_build, qmoe_gate_up_batch, qmoe_down_batch ---- */
+
+/* Router choices of T tokens (distinct experts per token). mode 0: uniform over all experts; mode 1: the
+ * tokens share a pool of topk + 2 experts (each chosen by several tokens, most experts by none), except
+ * that token 0's last choice is the last expert, which no other token chooses (an expert of one token). */
+static void random_ids(rng_t *r, int experts, int T, int topk, int mode, int32_t *ids) {
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < topk; j++) {
+            int again;
+            do {
+                if (mode == 1 && t == 0 && j == topk - 1) ids[t * topk + j] = experts - 1;
+                else if (mode == 1) ids[t * topk + j] = (int32_t)(rng_next(r) % (uint64_t)(topk + 2));
+                else ids[t * topk + j] = (int32_t)(rng_next(r) % (uint64_t)experts);
+                again = 0;
+                for (int i = 0; i < j; i++) again |= ids[t * topk + i] == ids[t * topk + j];
+            } while (again);
+        }
+}
+
+/* The fp64 products of slots with their weight rows: out[s][i] = W_{e(s)}[i] . in(s) for i < nrows, where
+ * row i of expert e is weight row e * n + row0 + i; every selected expert's rows are decoded once. */
+static int ref_slots(const tweight *w, const int32_t *offsets, int experts, const float **in, int64_t row0,
+                     int64_t nrows, int64_t ostride, double *out, double *absout) {
+    err_t e = {0};
+    float *d = malloc((size_t)w->k * sizeof *d);
+    int ok = 1;
+    for (int ex = 0; ex < experts && ok; ex++) {
+        if (offsets[ex + 1] == offsets[ex]) continue;
+        for (int64_t i = 0; i < nrows && ok; i++) {
+            if (ccq_decode_row(&w->t, (int64_t)ex * w->n + row0 + i, d, &e)) ok = FAIL("ccq_decode_row: %s", e.msg);
+            for (int s = offsets[ex]; s < offsets[ex + 1] && ok; s++) {
+                double sum = 0, a = 0;
+                for (int64_t c = 0; c < w->k; c++) {
+                    double p = (double)d[c] * in[s][c];
+                    sum += p, a += fabs(p);
+                }
+                out[(size_t)s * ostride + i] = sum, absout[(size_t)s * ostride + i] = a;
+            }
+        }
+    }
+    free(d);
+    return ok;
+}
+
+/* One MoE layer for T tokens: the routing built on the device (checked against the host's), gate/up with
+ * SwiGLU of every slot and the routing-weighted down projection per token, each against the fp64 reference
+ * (the down projection takes the reference's h rounded to bf16), twice (same bits), outputs poisoned. The
+ * down weight is [dn_n][inter] (dn_n = hidden in a model; any n here). */
+static int check_moe_batch(qfmt f, int experts, int T, int topk, int64_t inter, int64_t hidden, int64_t dn_n, int out_bf16,
+                           int mode, rng_t *r, uint64_t seed) {
+    err_t e = {0};
+    char what[200];
+    snprintf(what, sizeof what, "%s moe batch E%d T%d top%d I%lld H%lld N%lld %s %s", qfmt_name(f), experts, T, topk,
+             (long long)inter, (long long)hidden, (long long)dn_n, out_bf16 ? "bf16" : "f32", mode ? "shared" : "uniform");
+    tweight gu, dn;
+    if (!tw_make_on(&gu, f, experts, 2 * inter, hidden, r, 1, QLAYOUT_GATE_UP)) return FAIL("%s: gate/up weight", what);
+    if (!tw_make(&dn, f, experts, dn_n, inter, r)) {
+        tw_free(&gu);
+        return FAIL("%s: down weight", what);
+    }
+    const int total = T * topk;
+    int32_t *ids = malloc(sizeof(int32_t) * total), *offs = calloc((size_t)experts + 1, 4), *perm = malloc(4 * (size_t)total),
+            *slot = malloc(4 * (size_t)total);
+    int32_t *offs_d = malloc(4 * ((size_t)experts + 1)), *perm_d = malloc(4 * (size_t)total), *slot_d = malloc(4 * (size_t)total);
+    float *rw = malloc(4 * (size_t)total);
+    random_ids(r, experts, T, topk, mode, ids);
+    for (int i = 0; i < total; i++) rw[i] = gt_unif(r, 0.05f, 1.0f);
+    /* the host's routing: slots by expert, then by token */
+    for (int i = 0; i < total; i++) offs[ids[i] + 1]++;
+    for (int ex = 0; ex < experts; ex++) offs[ex + 1] += offs[ex];
+    {
+        int *pos = malloc(sizeof(int) * (size_t)experts);
+        for (int ex = 0; ex < experts; ex++) pos[ex] = offs[ex];
+        for (int i = 0; i < total; i++) perm[pos[ids[i]]] = i / topk, slot[i] = pos[ids[i]]++;
+        free(pos);
+    }
+    uint16_t *xb = malloc((size_t)T * hidden * 2);
+    float *xf = malloc((size_t)T * hidden * 4);
+    gt_random_x(r, xb, xf, (int64_t)T * hidden);
+    /* gate/up reference per slot */
+    const float **xin = malloc(sizeof(float *) * (size_t)total);
+    for (int s = 0; s < total; s++) xin[s] = xf + (size_t)perm[s] * hidden;
+    int64_t nh = (int64_t)total * inter;
+    double *g = malloc((size_t)nh * 8), *ga = malloc((size_t)nh * 8), *u = malloc((size_t)nh * 8), *ua = malloc((size_t)nh * 8);
+    double *href = malloc((size_t)nh * 8), *hbound = malloc((size_t)nh * 8);
+    uint16_t *hb = malloc((size_t)nh * 2);
+    float *hf = malloc((size_t)nh * 4);
+    int ok = ref_slots(&gu, offs, experts, xin, 0, inter, inter, g, ga) &&
+             ref_slots(&gu, offs, experts, xin, inter, inter, inter, u, ua);
+    for (int64_t i = 0; i < nh && ok; i++) {
+        double sg = silu(g[i]), dsg = 1.0 / (1.0 + exp(-g[i])) * (1.0 + g[i] * (1.0 - 1.0 / (1.0 + exp(-g[i]))));
+        href[i] = sg * u[i];
+        hbound[i] = fabs(dsg * u[i]) * 2e-5 * ga[i] + fabs(sg) * 2e-5 * ua[i] + 1e-7 * fabs(sg * u[i]);
+        hb[i] = f32_to_bf16((float)(sg * u[i]));
+        hf[i] = bf16_to_f32(hb[i]);
+    }
+    /* down reference: per slot, then each token's weighted sum in its routing order */
+    const float **hin = malloc(sizeof(float *) * (size_t)total);
+    for (int s = 0; s < total; s++) hin[s] = hf + (size_t)s * inter;
+    double *ds = malloc((size_t)total * dn_n * 8), *dsa = malloc((size_t)total * dn_n * 8);
+    double *yref = calloc((size_t)T * dn_n, 8), *ybound = calloc((size_t)T * dn_n, 8);
+    if (ok) ok = ref_slots(&dn, offs, experts, hin, 0, dn_n, dn_n, ds, dsa);
+    for (int t = 0; t < T && ok; t++)
+        for (int j = 0; j < topk; j++) {
+            int s = slot[t * topk + j];
+            for (int64_t i = 0; i < dn_n; i++)
+                yref[t * dn_n + i] += rw[t * topk + j] * ds[(size_t)s * dn_n + i],
+                    ybound[t * dn_n + i] += 2e-5 * rw[t * topk + j] * dsa[(size_t)s * dn_n + i];
+        }
+    qgemv_ws ws = {0};
+    qout ot = out_bf16 ? QOUT_BF16 : QOUT_F32;
+    size_t hbytes = (size_t)nh * (out_bf16 ? 2 : 4), ybytes = (size_t)T * dn_n * (out_bf16 ? 2 : 4);
+    void *xd = cu_malloc((size_t)T * hidden * 2, &e), *idd = cu_malloc(4 * (size_t)total, &e), *rwd = cu_malloc(4 * (size_t)total, &e);
+    void *offd = cu_malloc(4 * ((size_t)experts + 1), &e), *permd = cu_malloc(4 * (size_t)total, &e), *slotd = cu_malloc(4 * (size_t)total, &e);
+    void *hd = gt_poisoned(hbytes, &e), *hin_d = cu_malloc((size_t)nh * 2, &e), *yd = gt_poisoned(ybytes, &e);
+    void *hh = malloc(hbytes), *yh = malloc(ybytes), *hh2 = malloc(hbytes), *yh2 = malloc(ybytes);
+    qmoe_route rt;
+    if (ok && (!xd || !idd || !rwd || !offd || !permd || !slotd || !hd || !hin_d || !yd ||
+               qgemv_ws_alloc(&ws, 65536 * 16, 64, &e) || cu_h2d(xd, xb, (size_t)T * hidden * 2, &e) ||
+               cu_h2d(idd, ids, 4 * (size_t)total, &e) || cu_h2d(rwd, rw, 4 * (size_t)total, &e) ||
+               cu_h2d(hin_d, hb, (size_t)nh * 2, &e)))
+        ok = FAIL("%s: %s", what, e.msg);
+    if (ok && (qmoe_route_build(idd, T, topk, experts, offd, permd, slotd, &rt, NULL, &e) || cu_sync(&e) ||
+               cu_d2h(offs_d, offd, 4 * ((size_t)experts + 1), &e) || cu_d2h(perm_d, permd, 4 * (size_t)total, &e) ||
+               cu_d2h(slot_d, slotd, 4 * (size_t)total, &e)))
+        ok = FAIL("%s: qmoe_route_build: %s", what, e.msg);
+    if (ok && (memcmp(offs, offs_d, 4 * ((size_t)experts + 1)) || memcmp(perm, perm_d, 4 * (size_t)total) ||
+               memcmp(slot, slot_d, 4 * (size_t)total)))
+        ok = FAIL("%s: qmoe_route_build differs from the host's routing (seed %llu)", what, (unsigned long long)seed);
+    char w2[260];
+    for (int rep = 0; rep < 2 && ok; rep++) {
+        void *hout = rep ? hh2 : hh, *yout = rep ? yh2 : yh;
+        if (rep && (cu_memset(hd, 0xFF, hbytes, &e) || cu_memset(yd, 0xFF, ybytes, &e))) ok = FAIL("%s", e.msg);
+        if (ok && (qmoe_gate_up_batch(&gu.m, &rt, xd, hd, ot, &ws, NULL, &e) || cu_sync(&e) || cu_d2h(hout, hd, hbytes, &e)))
+            ok = FAIL("%s: qmoe_gate_up_batch: %s", what, e.msg);
+        snprintf(w2, sizeof w2, "%s gate_up", what);
+        if (ok && !rep) ok = compare(w2, hh, out_bf16, href, hbound, nh, seed);
+        if (ok && (qmoe_down_batch(&dn.m, &rt, rwd, hin_d, yd, ot, &ws, NULL, &e) || cu_sync(&e) ||
+                   cu_d2h(yout, yd, ybytes, &e)))
+            ok = FAIL("%s: qmoe_down_batch: %s", what, e.msg);
+        snprintf(w2, sizeof w2, "%s down", what);
+        if (ok && !rep) ok = compare(w2, yh, out_bf16, yref, ybound, (int64_t)T * dn_n, seed);
+    }
+    if (ok && (memcmp(hh, hh2, hbytes) || memcmp(yh, yh2, ybytes))) ok = FAIL("%s: two calls gave different results", what);
+    qgemv_ws_free(&ws);
+    cu_free(xd), cu_free(idd), cu_free(rwd), cu_free(offd), cu_free(permd), cu_free(slotd), cu_free(hd), cu_free(hin_d), cu_free(yd);
+    free(hh), free(yh), free(hh2), free(yh2), free(xb), free(xf), free(xin), free(hin), free(g), free(ga), free(u), free(ua);
+    free(href), free(hbound), free(hb), free(hf), free(ds), free(dsa), free(yref), free(ybound);
+    free(ids), free(offs), free(perm), free(slot), free(offs_d), free(perm_d), free(slot_d), free(rw);
+    tw_free(&gu);
+    tw_free(&dn);
+    return ok;
+}
+
+TEST(moe_batch_small_all_formats) {
+    uint64_t seed = gt_fresh_seed();
+    rng_t r;
+    rng_seed(&r, seed);
+    for (int f = 0; f < NALL; f++) {
+        if (!check_moe_batch(ALL[f], 9, 5, 3, 192, 320, 320, 0, 0, &r, seed)) return;
+        if (!check_moe_batch(ALL[f], 12, 17, 8, 128, 256, 100, f & 1, 1, &r, seed)) return; /* N not a multiple of 16 */
+        if (!check_moe_batch(ALL[f], 6, 2, 1, 64, 128, 128, 1, 0, &r, seed)) return;
+        if (!check_moe_batch(ALL[f], 16, 64, 8, 64, 192, 64, 0, f % 2, &r, seed)) return;
+        if (!check_moe_batch(ALL[f], 4, 1, 2, 256, 64, 33, 0, 0, &r, seed)) return; /* one token */
+    }
+}
+
+/* The ERNIE-4.5-300B expert shapes: 64 experts of [7168][8192] (gate/up) and [8192][3584] (down), top 8;
+ * bf16 with 16 experts (host memory and fill time), the routing shared so that few experts are decoded on
+ * the host. */
+static void moe_batch_real(qfmt f, int T) {
+    uint64_t seed = gt_fresh_seed();
+    rng_t r;
+    rng_seed(&r, seed);
+    check_moe_batch(f, f == QF_BF16 ? 16 : 64, T, 8, 3584, 8192, 8192, 0, 1, &r, seed);
+}
+
+TEST(moe_batch_real_shape_ccq206) { moe_batch_real(QF_CCQ206, 8); }
+TEST(moe_batch_real_shape_ccq25) { moe_batch_real(QF_CCQ25, 4); }
+TEST(moe_batch_real_shape_ccq275) { moe_batch_real(QF_CCQ275, 4); }
+TEST(moe_batch_real_shape_wint4) { moe_batch_real(QF_WINT4, 4); }
+TEST(moe_batch_real_shape_wint8) { moe_batch_real(QF_WINT8, 4); }
+TEST(moe_batch_real_shape_bf16) { moe_batch_real(QF_BF16, 4); }
