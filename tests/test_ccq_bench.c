@@ -81,6 +81,21 @@ TEST(bench_quant_usage_errors) {
     CHECK_CONTAINS(o, "Usage: ernie bench quant");
     CHECK_CONTAINS(o, "--format LIST");
     free(o), free(e);
+    /* the GPU benchmarks' help works in every build, GPU or not (it used to fail without CUDA) */
+    const char *hk[] = {"bench", "kernels", "--help", NULL};
+    CHECK_INT(ernie(&o, &e, hk), 0);
+    CHECK_CONTAINS(o, "Usage: ernie bench kernels");
+    CHECK_CONTAINS(o, "--no-moe");
+    free(o), free(e);
+    const char *hg[] = {"bench", "kernels", "gemm", "--help", NULL};
+    CHECK_INT(ernie(&o, &e, hg), 0);
+    CHECK_CONTAINS(o, "Usage: ernie bench kernels gemm");
+    CHECK_CONTAINS(o, "--ref-tflops");
+    free(o), free(e);
+    const char *bad[] = {"bench", "kernels", "--frob", NULL};
+    CHECK_INT(ernie(&o, &e, bad), 2);
+    CHECK_CONTAINS(e, "unknown option '--frob'");
+    free(o), free(e);
 }
 
 TEST(bench_quant_reads_a_safetensors_tensor) {
