@@ -340,8 +340,19 @@ int bench_gemm_cuda(int argc, char **argv, cli_global *g) {
 
 #else
 
+static int accept_opt(void *ctx, int key, const char *v) {
+    (void)ctx, (void)key, (void)v;
+    return 0;
+}
+
+/* --help still works (it prints the torch command too); anything else fails. */
 int bench_gemm_cuda(int argc, char **argv, cli_global *g) {
-    (void)argc, (void)argv, (void)g;
+    int r = cli_parse(&CMD_BENCH_GEMM, argc, argv, g, accept_opt, NULL, NULL, 0, NULL);
+    if (r) return r;
+    if (g->help) {
+        cli_print_help(&CMD_BENCH_GEMM);
+        return EXIT_OK;
+    }
     return cli_fail("bench kernels gemm: this binary was built without CUDA");
 }
 
