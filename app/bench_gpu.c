@@ -398,14 +398,9 @@ int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
 
 #else
 
-static int accept_opt(void *ctx, int key, const char *v) {
-    (void)ctx, (void)key, (void)v;
-    return 0;
-}
-
 /* --help still works (users read it to learn what a GPU build would measure); anything else fails. */
 int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
-    int r = cli_parse(&CMD_BK, argc, argv, g, accept_opt, NULL, NULL, 0, NULL);
+    int r = cli_parse(&CMD_BK, argc, argv, g, cli_ignore_opt, NULL, NULL, 0, NULL);
     if (r) return r;
     if (g->help) {
         cli_print_help(&CMD_BK);
