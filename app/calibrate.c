@@ -26,7 +26,7 @@ int calibrate(const char *hf_dir, const char *text_path, long long max_tokens, i
     calib *c = NULL;
     tok_ids ids = {0};
     int rc = -1;
-    if (model_load(&m, hf_dir, err)) goto out;
+    if (model_load(&m, hf_dir, threads, err)) goto out;
     if (tok_encode(model_tok(m), text, len, TOK_PLAIN, &ids, err)) {
         err_wrap(err, "%s: ", text_path);
         goto out;

@@ -247,7 +247,7 @@ int cmd_chat(int argc, char **argv, cli_global *g) {
     lineedit *le = NULL;
     int rc = EXIT_FAIL;
     if (app_device_check(g->device, &err)) return cli_fail("chat: %s", err.msg);
-    if (model_load(&m, path, &err)) {
+    if (model_load(&m, path, g->threads, &err)) {
         cli_fail("chat: %s", err.msg);
         goto out;
     }

@@ -91,7 +91,7 @@ int cmd_perplexity(int argc, char **argv, cli_global *g) {
         return cli_fail("perplexity: %s: cannot read", pos[1]);
     }
     fclose(f);
-    if (model_load(&m, pos[0], &err) || (a.ref && model_load(&rm, a.ref, &err))) {
+    if (model_load(&m, pos[0], g->threads, &err) || (a.ref && model_load(&rm, a.ref, g->threads, &err))) {
         cli_fail("perplexity: %s", err.msg);
         goto out;
     }

@@ -154,7 +154,7 @@ int cmd_run(int argc, char **argv, cli_global *g) {
     gen_session gs = {0};
     float *dump = NULL;
     int rc = EXIT_FAIL;
-    if (model_load(&m, pos[0], &err)) {
+    if (model_load(&m, pos[0], g->threads, &err)) {
         cli_fail("run: %s", err.msg);
         goto out;
     }

@@ -100,9 +100,9 @@ static int load_tokenizer(loaded_model *m, const char *dir, err_t *err) {
 /* Every tensor's checksum and every stored parameter, on all cores, before the engine trusts the file: a
  * damaged file must fail with the tensor's name, never generate garbage. The engine reads every weight
  * anyway (the GPU engine will upload it), so this adds one pass over pages it needs; a bar shows for
- * files of 1 GB or more. */
-static int verify_file(const mf_file *f, err_t *err) {
-    pool *p = pool_create(0);
+ * files of 1 GB or more. threads as -t (0: all cores). */
+static int verify_file(const mf_file *f, int threads, err_t *err) {
+    pool *p = pool_create(threads);
     double bytes = (double)st_file_size(mf_st(f));
     progress *pr = progress_start("checking", bytes, PROG_BYTES, NULL, bytes < 1e9);
     int rc = mf_verify(f, p, progress_cb_bridge, pr, err);
@@ -116,7 +116,7 @@ static int verify_file(const mf_file *f, err_t *err) {
     return rc;
 }
 
-int model_load(loaded_model **out, const char *path, err_t *err) {
+int model_load(loaded_model **out, const char *path, int threads, err_t *err) {
     *out = NULL;
     struct stat st;
     loaded_model *m = calloc(1, sizeof *m);
@@ -134,7 +134,7 @@ int model_load(loaded_model **out, const char *path, err_t *err) {
         goto fail;
     }
     if (!S_ISDIR(st.st_mode)) {
-        if (open_modelfile(m, path, NULL, 0, err) || verify_file(m->mf, err)) goto fail;
+        if (open_modelfile(m, path, NULL, 0, err) || verify_file(m->mf, threads, err)) goto fail;
         *out = m;
         return 0;
     }

@@ -11,9 +11,10 @@
 
 typedef struct loaded_model loaded_model;
 
-/* Opens path (or "demo"). A model file's checksums and stored parameters are all checked first (on all
- * cores; ERR_CORRUPT names the first damaged tensor). The message names the file on failure. */
-int model_load(loaded_model **out, const char *path, err_t *err);
+/* Opens path (or "demo"). A model file's checksums and stored parameters are all checked first, on
+ * `threads` threads (the -t value; 0: all cores); ERR_CORRUPT names the first damaged tensor. The message
+ * names the file on failure. */
+int model_load(loaded_model **out, const char *path, int threads, err_t *err);
 void model_unload(loaded_model *m);
 
 const eng_config *model_config(const loaded_model *m);
