@@ -48,7 +48,7 @@ static void check_recipe(const char *recipe, const char *override) {
     free(o), free(e);
     err_t err = {0};
     loaded_model *m = NULL;
-    if (!CHECK_INT(model_load(&m, path, &err), 0)) { FAIL("%s", err.msg); return; }
+    if (!CHECK_INT(model_load(&m, path, 0, &err), 0)) { FAIL("%s", err.msg); return; }
     dec_ctx d = {0};
     if (!CHECK_INT(mf_open(&d.f, path, &err), 0)) return;
     be *b = be_cpu_create(2, &err);
