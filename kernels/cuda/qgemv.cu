@@ -2204,23 +2204,6 @@ extern "C" int qmat_tile(qmat_dev *m, int layout, void *dst, void *stream, err_t
     return 0;
 }
 
-extern "C" size_t qmat_repack_bytes(qfmt f, int64_t rows, int64_t k) {
-    return (f == QF_CCQ275 || f == QF_CCQ25) ? qmat_tile_bytes(f, 1, rows, k, QL_ROWS) : 0;
-}
-
-extern "C" int qmat_repack(qfmt f, const void *src, int64_t rows, int64_t k, void *dst, qmat_dev *m, void *stream,
-                           err_t *err) {
-    if (f != QF_CCQ275 && f != QF_CCQ25) return err_set(err, ERR_ARG, "qmat_repack: %s: use qmat_tile", qfmt_name(f));
-    qmat_dev t;
-    memset(&t, 0, sizeof t);
-    t.fmt = f, t.n = rows, t.k = k, t.n_experts = 1, t.q = src;
-    if (qmat_tile(&t, QL_ROWS, dst, stream, err)) return -1;
-    m->q = t.q;
-    m->tail = m->tail2 = NULL;
-    m->layout = QL_ROWS;
-    return 0;
-}
-
 extern "C" int qgemv_batch(const qmat_dev *m, int T, const uint16_t *x, void *y, qout yt, qgemv_ws *ws, void *stream,
                            err_t *err) {
     if (check_mat(m, err)) return -1;

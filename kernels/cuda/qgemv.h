@@ -105,14 +105,6 @@ size_t qmat_tile_bytes(qfmt f, int n_experts, int64_t n, int64_t k, int layout);
  * one write of the weight (docs/perf-notes.md). */
 int qmat_tile(qmat_dev *m, int layout, void *dst, void *stream, err_t *err);
 
-/* Older names, kept for callers of the previous layout: qmat_repack tiles a one-matrix ccq2.75/ccq2.5
- * qweight of `rows` rows with QLAYOUT_ROWS (src = the stored qweight) and sets m->q and m->layout;
- * qmat_repack_bytes is its size. A stack of experts tiled this way is read correctly by qmoe_down only
- * when n is a multiple of 16; use qmat_tile. */
-size_t qmat_repack_bytes(qfmt f, int64_t rows, int64_t k);
-int qmat_repack(qfmt f, const void *src, int64_t rows, int64_t k, void *dst, qmat_dev *m, void *stream,
-                err_t *err);
-
 /* ---- products ---- */
 
 /* y[n] = sum_k W[n][k] x[k] for a plain matrix (m->n_experts must be 1). x bf16 [k]; y fp32 or bf16 [n].
