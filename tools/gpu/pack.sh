@@ -1,21 +1,52 @@
 #!/usr/bin/env bash
-# tools/gpu/pack.sh SLOT: builds the working tree's ernie and run_gpu_tests for Hopper only
-# (O=build/gpu-SLOT CUDA_ARCHS=90), strips them into build/gpustage/SLOT/ and packs every slot there into
-# build/gpucarry/bin.tar.xz, small enough for the device call's 64 MiB limit (the tree is about 30 MB).
+# tools/gpu/pack.sh SLOT [PATCH...]: builds ernie and run_gpu_tests for Hopper only (CUDA_ARCHS=90) and
+# packs them, stripped, as slot SLOT into build/gpucarry/bin.tar.xz, small enough for a device call's
+# 64 MiB limit (the tree is about 30 MB).
+# - Without patches the slot is the working tree as it is (build/gpu-SLOT).
+# - With patches it is the last commit with those patches applied, built in a copy of the sources
+#   (build/src-SLOT, sharing build/deps): the working tree is not touched.
 # The stripped binaries of every slot stay in build/gpustage/ (not carried), so packing a second slot keeps
-# the first.
-# Typical use: pack `base` on main, apply a patch from pending/, pack `cand`, then one device call:
+# the first. Typical use, then one device call:
+#   tools/gpu/pack.sh base && tools/gpu/pack.sh cand pending/NAME.patch
 #   run(command="bash tools/gpu/run.sh", carry=["build/gpucarry"])
 set -euo pipefail
-slot=${1:?usage: tools/gpu/pack.sh SLOT   (letters, digits, - and _)}
+slot=${1:?usage: tools/gpu/pack.sh SLOT [PATCH...]   (SLOT: letters, digits, - and _)}
+shift
 case "$slot" in *[!A-Za-z0-9_-]*) echo "pack.sh: bad slot name '$slot'" >&2; exit 2 ;; esac
+for p in "$@"; do [ -f "$p" ] || { echo "pack.sh: no patch file '$p'" >&2; exit 2; }; done
+patches=()
+for p in "$@"; do patches+=("$(cd "$(dirname "$p")" && pwd)/$(basename "$p")"); done
 cd "$(dirname "$0")/../.."
-make O="build/gpu-$slot" CUDA_ARCHS=90 -j"$(nproc)" "build/gpu-$slot/ernie" "build/gpu-$slot/run_gpu_tests" >&2
+root=$PWD
+src=.
+if [ ${#patches[@]} -gt 0 ]; then
+    src=build/src-$slot
+    rm -rf "$src"
+    mkdir -p "$src/build"
+    git archive HEAD | tar -x -C "$src"
+    # the copy lies inside this repository, where git apply would silently skip every path outside the
+    # copy: the ceiling makes it a plain directory, patched like patch(1) does, failing if anything fails
+    (cd "$src" && GIT_CEILING_DIRECTORIES="$root/build" git apply "${patches[@]}") ||
+        { echo "pack.sh: the patches do not apply to HEAD" >&2; exit 1; }
+    [ -f build/deps/spm/lib/libsentencepiece.a ] || { echo "pack.sh: build the working tree once first (make)" >&2; exit 1; }
+    ln -s "$root/build/deps" "$src/build/deps"
+    cp -p build/.deps-ok "$src/build/.deps-ok"
+fi
+# In a copy, -o keeps make from remaking the shared SentencePiece build and package stamp on account of the
+# copy's newer scripts (they must exist: build the working tree once first).
+keep=()
+[ "$src" = . ] || keep=(-o build/.deps-ok -o build/deps/spm/lib/libsentencepiece.a)
+make -C "$src" O="build/gpu-$slot" CUDA_ARCHS=90 -j"$(nproc)" "${keep[@]}" \
+    "build/gpu-$slot/ernie" "build/gpu-$slot/run_gpu_tests" >&2
 mkdir -p "build/gpustage/$slot" build/gpucarry
-strip -o "build/gpustage/$slot/ernie" "build/gpu-$slot/ernie"
-strip -o "build/gpustage/$slot/run_gpu_tests" "build/gpu-$slot/run_gpu_tests"
-git rev-parse --short HEAD > "build/gpustage/$slot/revision"
-git diff --stat > "build/gpustage/$slot/changes" || true
+strip -o "build/gpustage/$slot/ernie" "$src/build/gpu-$slot/ernie"
+strip -o "build/gpustage/$slot/run_gpu_tests" "$src/build/gpu-$slot/run_gpu_tests"
+if [ ${#patches[@]} -gt 0 ]; then
+    echo "$(git rev-parse --short HEAD) + $(for p in "$@"; do basename "$p"; done | tr '\n' ' ')" > "build/gpustage/$slot/revision"
+else
+    git rev-parse --short HEAD > "build/gpustage/$slot/revision"
+    git diff --stat > "build/gpustage/$slot/changes" || true
+fi
 tar cJf build/gpucarry/bin.tar.xz.tmp -C build/gpustage .
 mv build/gpucarry/bin.tar.xz.tmp build/gpucarry/bin.tar.xz
 echo "build/gpucarry/bin.tar.xz: $(du -h build/gpucarry/bin.tar.xz | cut -f1), slots: $(cd build/gpustage && ls -d */ | tr -d / | tr '\n' ' ')" >&2
