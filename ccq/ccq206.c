@@ -69,7 +69,7 @@ __attribute__((target("avx2,fma"))) static void build_lut_avx2(float cs, float z
 static void (*build_lut_fn)(float, float, float *);
 static pthread_once_t lut_once = PTHREAD_ONCE_INIT;
 static void lut_pick(void) {
-    build_lut_fn = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? build_lut_avx2 : build_lut_c;
+    build_lut_fn = ccq_cpu_avx2() && __builtin_cpu_supports("fma") ? build_lut_avx2 : build_lut_c;
 }
 static void build_lut(float cs, float zp, float *lut) {
     pthread_once(&lut_once, lut_pick);
@@ -249,23 +249,35 @@ static void wtab_fill_c(wtab *wt, const float *x, const float *h, const float *m
 /* For each word w of the table, the index q minimising e(q), ties to the smaller q, and that e.
  * Per lane the candidates come in increasing q and only a strictly smaller e replaces the best,
  * which is the first minimum, as the direct search's tie rule; a NaN never wins. */
+typedef struct {
+    v4f best[GQ / 4];
+    v4i bi[GQ / 4], qv;
+} scan4;
+static inline void scan4_start(scan4 *s) {
+    s->qv = (v4i){0, 0, 0, 0};
+    for (int r = 0; r < GQ / 4; r++) s->best[r] = (v4f){INFINITY, INFINITY, INFINITY, INFINITY}, s->bi[r] = s->qv;
+}
+/* candidate qv with error e for words 4r..4r+3 */
+static inline void scan4_step(scan4 *s, int r, v4f e) {
+    v4i lt = e < s->best[r];
+    s->best[r] = (v4f)(((v4i)e & lt) | ((v4i)s->best[r] & ~lt));
+    s->bi[r] = (s->qv & lt) | (s->bi[r] & ~lt);
+}
+static inline void scan4_end(const scan4 *s, float *be, int32_t *bq) {
+    for (int r = 0; r < GQ / 4; r++)
+        memcpy(be + 4 * r, &s->best[r], sizeof s->best[r]), memcpy(bq + 4 * r, &s->bi[r], sizeof s->bi[r]);
+}
 static void scan_c(const uint16_t (*off)[4], const wtab *wt, float *be, int32_t *bq) {
     const char *T = (const char *)wt->t;
-    v4f best[GQ / 4];
-    v4i bi[GQ / 4], qv = {0, 0, 0, 0};
-    for (int r = 0; r < GQ / 4; r++) best[r] = (v4f){INFINITY, INFINITY, INFINITY, INFINITY}, bi[r] = qv;
-    for (int q = 0; q < 256; q++, qv += 1) {
+    scan4 s;
+    scan4_start(&s);
+    for (int q = 0; q < 256; q++, s.qv += 1) {
         const float *p0 = (const float *)(T + off[q][0]), *p1 = (const float *)(T + off[q][1]);
         const float *p2 = (const float *)(T + off[q][2]), *p3 = (const float *)(T + off[q][3]);
-        for (int r = 0; r < GQ / 4; r++) {
-            v4f e = (ld4(p0 + 4 * r) + ld4(p1 + 4 * r)) + (ld4(p2 + 4 * r) + ld4(p3 + 4 * r));
-            v4i lt = e < best[r];
-            best[r] = (v4f)(((v4i)e & lt) | ((v4i)best[r] & ~lt));
-            bi[r] = (qv & lt) | (bi[r] & ~lt);
-        }
+        for (int r = 0; r < GQ / 4; r++)
+            scan4_step(&s, r, (ld4(p0 + 4 * r) + ld4(p1 + 4 * r)) + (ld4(p2 + 4 * r) + ld4(p3 + 4 * r)));
     }
-    for (int r = 0; r < GQ / 4; r++)
-        memcpy(be + 4 * r, &best[r], sizeof best[r]), memcpy(bq + 4 * r, &bi[r], sizeof bi[r]);
+    scan4_end(&s, be, bq);
 }
 
 #define PTAB_BODY(VF)                                                                                 \
@@ -281,70 +293,69 @@ static void ptab_fill_c(ptab *pt, const wtab *wt) { PTAB_BODY(v4f) }
 /* scan_c from a ptab and its wtab. */
 static void scan_pairs_c(const uint64_t *po, const ptab *pt, const wtab *wt, float *be, int32_t *bq) {
     const char *A = (const char *)pt->a, *T = (const char *)wt->t;
-    v4f best[GQ / 4];
-    v4i bi[GQ / 4], qv = {0, 0, 0, 0};
-    for (int r = 0; r < GQ / 4; r++) best[r] = (v4f){INFINITY, INFINITY, INFINITY, INFINITY}, bi[r] = qv;
-    for (int q = 0; q < 256; q++, qv += 1) {
+    scan4 s;
+    scan4_start(&s);
+    for (int q = 0; q < 256; q++, s.qv += 1) {
         uint64_t o = po[q];
         const float *p0 = (const float *)(A + (o & 0xFFFF)), *p2 = (const float *)(T + ((o >> 16) & 0xFFFF));
         const float *p3 = (const float *)(T + (o >> 32));
-        for (int r = 0; r < GQ / 4; r++) {
-            v4f e = ld4(p0 + 4 * r) + (ld4(p2 + 4 * r) + ld4(p3 + 4 * r));
-            v4i lt = e < best[r];
-            best[r] = (v4f)(((v4i)e & lt) | ((v4i)best[r] & ~lt));
-            bi[r] = (qv & lt) | (bi[r] & ~lt);
-        }
+        for (int r = 0; r < GQ / 4; r++) scan4_step(&s, r, ld4(p0 + 4 * r) + (ld4(p2 + 4 * r) + ld4(p3 + 4 * r)));
     }
-    for (int r = 0; r < GQ / 4; r++)
-        memcpy(be + 4 * r, &best[r], sizeof best[r]), memcpy(bq + 4 * r, &bi[r], sizeof bi[r]);
+    scan4_end(&s, be, bq);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 /* The same in two 8-lane registers per entry; _mm256_min_ps(e, best) is e < best ? e : best. */
+typedef struct {
+    __m256 b0, b1;
+    __m256i q0, q1, qv;
+} scan8;
+__attribute__((target("avx2"))) static inline void scan8_start(scan8 *s) {
+    s->b0 = s->b1 = _mm256_set1_ps(INFINITY);
+    s->q0 = s->q1 = s->qv = _mm256_setzero_si256();
+}
+/* candidate qv (then the next q) with errors e0 (words 0-7) and e1 (words 8-15) */
+__attribute__((target("avx2"))) static inline void scan8_step(scan8 *s, __m256 e0, __m256 e1) {
+    __m256 l0 = _mm256_cmp_ps(e0, s->b0, _CMP_LT_OQ), l1 = _mm256_cmp_ps(e1, s->b1, _CMP_LT_OQ);
+    s->b0 = _mm256_min_ps(e0, s->b0), s->b1 = _mm256_min_ps(e1, s->b1);
+    s->q0 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(s->q0), _mm256_castsi256_ps(s->qv), l0));
+    s->q1 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(s->q1), _mm256_castsi256_ps(s->qv), l1));
+    s->qv = _mm256_add_epi32(s->qv, _mm256_set1_epi32(1));
+}
+__attribute__((target("avx2"))) static inline void scan8_end(const scan8 *s, float *be, int32_t *bq) {
+    _mm256_storeu_ps(be, s->b0), _mm256_storeu_ps(be + 8, s->b1);
+    _mm256_storeu_si256((__m256i *)bq, s->q0), _mm256_storeu_si256((__m256i *)(bq + 8), s->q1);
+}
 __attribute__((target("avx2"))) static void scan_avx2(const uint16_t (*off)[4], const wtab *wt, float *be,
                                                       int32_t *bq) {
     const char *T = (const char *)wt->t;
-    __m256 b0 = _mm256_set1_ps(INFINITY), b1 = b0;
-    __m256i q0 = _mm256_setzero_si256(), q1 = q0, qv = q0;
-    const __m256i one = _mm256_set1_epi32(1);
+    scan8 s;
+    scan8_start(&s);
     for (int q = 0; q < 256; q++) {
         const float *p0 = (const float *)(T + off[q][0]), *p1 = (const float *)(T + off[q][1]);
         const float *p2 = (const float *)(T + off[q][2]), *p3 = (const float *)(T + off[q][3]);
-        __m256 e0 = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(p0), _mm256_loadu_ps(p1)),
-                                  _mm256_add_ps(_mm256_loadu_ps(p2), _mm256_loadu_ps(p3)));
-        __m256 e1 = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(p0 + 8), _mm256_loadu_ps(p1 + 8)),
-                                  _mm256_add_ps(_mm256_loadu_ps(p2 + 8), _mm256_loadu_ps(p3 + 8)));
-        __m256 l0 = _mm256_cmp_ps(e0, b0, _CMP_LT_OQ), l1 = _mm256_cmp_ps(e1, b1, _CMP_LT_OQ);
-        b0 = _mm256_min_ps(e0, b0), b1 = _mm256_min_ps(e1, b1);
-        q0 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(q0), _mm256_castsi256_ps(qv), l0));
-        q1 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(q1), _mm256_castsi256_ps(qv), l1));
-        qv = _mm256_add_epi32(qv, one);
+        scan8_step(&s,
+                   _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(p0), _mm256_loadu_ps(p1)),
+                                 _mm256_add_ps(_mm256_loadu_ps(p2), _mm256_loadu_ps(p3))),
+                   _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(p0 + 8), _mm256_loadu_ps(p1 + 8)),
+                                 _mm256_add_ps(_mm256_loadu_ps(p2 + 8), _mm256_loadu_ps(p3 + 8))));
     }
-    _mm256_storeu_ps(be, b0), _mm256_storeu_ps(be + 8, b1);
-    _mm256_storeu_si256((__m256i *)bq, q0), _mm256_storeu_si256((__m256i *)(bq + 8), q1);
+    scan8_end(&s, be, bq);
 }
 __attribute__((target("avx2"))) static void ptab_fill_avx2(ptab *pt, const wtab *wt) { PTAB_BODY(v8f) }
 __attribute__((target("avx2"))) static void scan_pairs_avx2(const uint64_t *po, const ptab *pt, const wtab *wt,
                                                             float *be, int32_t *bq) {
     const char *A = (const char *)pt->a, *T = (const char *)wt->t;
-    __m256 b0 = _mm256_set1_ps(INFINITY), b1 = b0;
-    __m256i q0 = _mm256_setzero_si256(), q1 = q0, qv = q0;
-    const __m256i one = _mm256_set1_epi32(1);
+    scan8 s;
+    scan8_start(&s);
     for (int q = 0; q < 256; q++) {
         uint64_t o = po[q];
         const float *p0 = (const float *)(A + (o & 0xFFFF)), *p2 = (const float *)(T + ((o >> 16) & 0xFFFF));
         const float *p3 = (const float *)(T + (o >> 32));
-        __m256 e0 = _mm256_add_ps(_mm256_loadu_ps(p0), _mm256_add_ps(_mm256_loadu_ps(p2), _mm256_loadu_ps(p3)));
-        __m256 e1 =
-            _mm256_add_ps(_mm256_loadu_ps(p0 + 8), _mm256_add_ps(_mm256_loadu_ps(p2 + 8), _mm256_loadu_ps(p3 + 8)));
-        __m256 l0 = _mm256_cmp_ps(e0, b0, _CMP_LT_OQ), l1 = _mm256_cmp_ps(e1, b1, _CMP_LT_OQ);
-        b0 = _mm256_min_ps(e0, b0), b1 = _mm256_min_ps(e1, b1);
-        q0 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(q0), _mm256_castsi256_ps(qv), l0));
-        q1 = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(q1), _mm256_castsi256_ps(qv), l1));
-        qv = _mm256_add_epi32(qv, one);
+        scan8_step(&s, _mm256_add_ps(_mm256_loadu_ps(p0), _mm256_add_ps(_mm256_loadu_ps(p2), _mm256_loadu_ps(p3))),
+                   _mm256_add_ps(_mm256_loadu_ps(p0 + 8), _mm256_add_ps(_mm256_loadu_ps(p2 + 8), _mm256_loadu_ps(p3 + 8))));
     }
-    _mm256_storeu_ps(be, b0), _mm256_storeu_ps(be + 8, b1);
-    _mm256_storeu_si256((__m256i *)bq, q0), _mm256_storeu_si256((__m256i *)(bq + 8), q1);
+    scan8_end(&s, be, bq);
 }
 __attribute__((target("avx2"))) static void wtab_fill_avx2(wtab *wt, const float *x, const float *h, const float *m,
                                                            float s) {
@@ -358,7 +369,7 @@ static void (*scan_pairs)(const uint64_t *, const ptab *, const wtab *, float *,
 static void (*ptab_fill)(ptab *, const wtab *);
 static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
 static void pick(void) {
-    int avx2 = __builtin_cpu_supports("avx2");
+    int avx2 = ccq_cpu_avx2();
     scan = avx2 ? scan_avx2 : scan_c;
     wtab_fill = avx2 ? wtab_fill_avx2 : wtab_fill_c;
     scan_pairs = avx2 ? scan_pairs_avx2 : scan_pairs_c;

@@ -76,22 +76,34 @@ int ccq_decode(const ccq_tensor *t, float *out, pool *p, err_t *e) {
 #define RB 4 /* rows decoded together */
 
 /* acc[t * RB + i] += sum_j w[i][j] * x[t * ldx + j] for i < RB, j < 64, t < T. Rows past the block's
- * end are zeros in w; their sums land in slots the caller ignores. One body compiled 8-wide for AVX2 and
- * 4-wide for everything else (GCC splits 8-wide vectors badly where they do not exist). */
+ * end are zeros in w; their sums land in slots the caller ignores. Each row's sum runs in 8 lanes (lane
+ * l adds j = l, l + 8, ... in order), then lanes 0..7 are added in order: compiled 8-wide for AVX2, and
+ * 4-wide for everything else as two 4-lane halves of the same 8 lanes (GCC splits 8-wide vectors badly
+ * where they do not exist). The same additions in the same order, so logits never depend on the CPU
+ * (tests/test_ccq_simd.c). */
 #define KERNEL_BODY(VF, W)                                                                               \
     for (int64_t t = 0; t < T; t++) {                                                                    \
         const float *xt = x + t * ldx;                                                                   \
-        VF a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, xv, wv;                                               \
-        for (int j = 0; j < G; j += W) {                                                                 \
+        VF a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}, xv, wv;       \
+        for (int j = 0; j < G; j += 8) {                                                                 \
             memcpy(&xv, xt + j, sizeof xv);                                                              \
             memcpy(&wv, w[0] + j, sizeof wv), a0 += wv * xv;                                             \
             memcpy(&wv, w[1] + j, sizeof wv), a1 += wv * xv;                                             \
             memcpy(&wv, w[2] + j, sizeof wv), a2 += wv * xv;                                             \
             memcpy(&wv, w[3] + j, sizeof wv), a3 += wv * xv;                                             \
+            if (W == 4) { /* lanes 4..7 */                                                               \
+                memcpy(&xv, xt + j + 4, sizeof xv);                                                      \
+                memcpy(&wv, w[0] + j + 4, sizeof wv), b0 += wv * xv;                                     \
+                memcpy(&wv, w[1] + j + 4, sizeof wv), b1 += wv * xv;                                     \
+                memcpy(&wv, w[2] + j + 4, sizeof wv), b2 += wv * xv;                                     \
+                memcpy(&wv, w[3] + j + 4, sizeof wv), b3 += wv * xv;                                     \
+            }                                                                                            \
         }                                                                                                \
         float *at = acc + t * RB;                                                                        \
         float s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                                            \
         for (int i = 0; i < W; i++) s0 += a0[i], s1 += a1[i], s2 += a2[i], s3 += a3[i];                  \
+        if (W == 4)                                                                                      \
+            for (int i = 0; i < W; i++) s0 += b0[i], s1 += b1[i], s2 += b2[i], s3 += b3[i];              \
         at[0] += s0, at[1] += s1, at[2] += s2, at[3] += s3;                                              \
     }
 
@@ -107,7 +119,7 @@ __attribute__((target("avx2"))) static void kernel8(const float (*w)[G], const f
 }
 static void (*kernel64)(const float (*)[G], const float *, int64_t, int64_t, float *);
 static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
-static void pick(void) { kernel64 = __builtin_cpu_supports("avx2") ? kernel8 : kernel4; }
+static void pick(void) { kernel64 = ccq_cpu_avx2() ? kernel8 : kernel4; }
 #else
 static void (*const kernel64)(const float (*)[G], const float *, int64_t, int64_t, float *) = kernel4;
 static pthread_once_t pick_once = PTHREAD_ONCE_INIT;

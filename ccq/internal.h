@@ -93,6 +93,10 @@ static inline void st4(float *p, v4f v) { memcpy(p, &v, sizeof v); }
         (fbest) = b_, (code) = cw_;                                                                       \
     } while (0)
 
+/* 1 when the 8-wide AVX2 paths may run: the CPU has AVX2 and ERNIE_NO_AVX2 is unset or empty (ccq/simd.c).
+ * Each caller asks once (pthread_once) and keeps the answer. */
+int ccq_cpu_avx2(void);
+
 /* The group search of a format whose code words are searched side by side in lanes: BODY(VF, VI, W) is
  * the body of `float f(x, h, m, s, codes, u)` for vectors VF/VI of W lanes. Defines the grp_coder hook
  * `search`, compiled 4-wide (SSE/NEON) and, on x86-64, also 8-wide with AVX2, chosen by the CPU's
@@ -105,7 +109,7 @@ static inline void st4(float *p, v4f v) { memcpy(p, &v, sizeof v); }
         BODY(v8f, v8i, 8)                                                                                    \
     }                                                                                                        \
     static float (*search_fn)(const float *, const float *, const float *, float, uint8_t *, float *);       \
-    static void search_pick_(void) { search_fn = __builtin_cpu_supports("avx2") ? search_avx2 : search_c; }
+    static void search_pick_(void) { search_fn = ccq_cpu_avx2() ? search_avx2 : search_c; }
 #else
 #define LANE_SEARCH_AVX2_(BODY)                                                                              \
     static float (*const search_fn)(const float *, const float *, const float *, float, uint8_t *,           \

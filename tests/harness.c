@@ -197,12 +197,16 @@ int th_run(char *const argv[], const char *stdin_text, char *const env[], char *
     return -1;
 }
 
-int th_ernie(char **out, char **err, const char *stdin_text, char *const *args) {
+int th_ernie_env(char **out, char **err, const char *stdin_text, char *const *env, char *const *args) {
     char *argv[32] = {(char *)bin_path};
     int n = 1;
     for (int i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
     argv[n] = NULL;
-    return th_run(argv, stdin_text, NULL, out, err);
+    return th_run(argv, stdin_text, env, out, err);
+}
+
+int th_ernie(char **out, char **err, const char *stdin_text, char *const *args) {
+    return th_ernie_env(out, err, stdin_text, NULL, args);
 }
 
 static void rm_rf(const char *path) {

@@ -51,6 +51,8 @@ int th_run(char *const argv[], const char *stdin_text, char *const env[], char *
 
 /* Runs the ernie binary under test with args (NULL-terminated, at most 30) and stdin_text (may be NULL). */
 int th_ernie(char **out, char **err, const char *stdin_text, char *const *args);
+/* The same with `env` entries ("NAME=value", NULL-terminated) added to its environment. */
+int th_ernie_env(char **out, char **err, const char *stdin_text, char *const *env, char *const *args);
 
 /* Reads a whole file (malloc'd, NUL-terminated); NULL if it cannot. *len may be NULL. */
 char *th_read_file(const char *path, size_t *len);
