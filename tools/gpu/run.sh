@@ -41,8 +41,26 @@ done
 echo "== benchmarks (full tables in \$OUT/logs.tar.xz)"
 for s in $slots; do
     for b in gemv gemm; do
-        [ -s "$out/$b-$s.txt" ] && { echo "-- $s $b"; grep -E "moe|copy|rate" "$out/$b-$s.txt" | head -40; }
+        [ -s "$out/$b-$s.txt" ] && grep -E "copy|rate" "$out/$b-$s.txt" | sed "s/^/$s $b: /"
     done
+done
+# Side by side: us per call of every row, one column per slot (rows keyed by the text before the numbers).
+for b in gemv gemm; do
+    set -- $(for s in $slots; do [ -s "$out/$b-$s.txt" ] && echo "$s"; done)
+    [ $# -gt 0 ] || continue
+    echo "-- $b, us per call: $*"
+    for s in "$@"; do
+        awk -v b="$b" '$1 ~ /^(bf16|wint|ccq)/ && !/:/ {
+            n = 0; for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+%?$/) { n = i; break }
+            if (!n) next
+            if (b == "gemm") { n++; while (n <= NF && $n !~ /^[0-9.]+$/) n++ }   # past T and the kernel name
+            key = $1; for (i = 2; i < n; i++) key = key " " $i
+            us = b == "gemv" ? $(n + 1) : $n
+            print key "\t" us }' "$out/$b-$s.txt" > "$out/us-$b-$s.tsv"
+    done
+    awk -F'\t' 'FNR == 1 { f++ } { if (!($1 in v)) order[++k] = $1; v[$1] = v[$1] sprintf("%12s", $2) }
+        END { for (i = 1; i <= k; i++) printf "%-40s%s\n", order[i], v[order[i]] }' \
+        $(for s in "$@"; do echo "$out/us-$b-$s.tsv"; done)
 done
 echo "== summary ($((SECONDS - t0)) s)"
 printf '%s' "$summary"
