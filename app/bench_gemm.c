@@ -340,15 +340,8 @@ int bench_gemm_cuda(int argc, char **argv, cli_global *g) {
 
 #else
 
-/* --help still works (it prints the torch command too); anything else fails. */
 int bench_gemm_cuda(int argc, char **argv, cli_global *g) {
-    int r = cli_parse(&CMD_BENCH_GEMM, argc, argv, g, cli_ignore_opt, NULL, NULL, 0, NULL);
-    if (r) return r;
-    if (g->help) {
-        cli_print_help(&CMD_BENCH_GEMM);
-        return EXIT_OK;
-    }
-    return cli_fail("bench kernels gemm: this binary was built without CUDA");
+    return cli_help_only(&CMD_BENCH_GEMM, argc, argv, g, "this binary was built without CUDA");
 }
 
 #endif

@@ -398,15 +398,8 @@ int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
 
 #else
 
-/* --help still works (users read it to learn what a GPU build would measure); anything else fails. */
 int bench_kernels_cuda(int argc, char **argv, cli_global *g) {
-    int r = cli_parse(&CMD_BK, argc, argv, g, cli_ignore_opt, NULL, NULL, 0, NULL);
-    if (r) return r;
-    if (g->help) {
-        cli_print_help(&CMD_BK);
-        return EXIT_OK;
-    }
-    return cli_fail("bench kernels: this binary was built without CUDA");
+    return cli_help_only(&CMD_BK, argc, argv, g, "this binary was built without CUDA");
 }
 
 #endif

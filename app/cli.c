@@ -140,10 +140,6 @@ static const cli_opt *find_short(const cli_opt *tab, char c) {
     return NULL;
 }
 
-int cli_ignore_opt(void *ctx, int key, const char *value) {
-    (void)ctx, (void)key, (void)value;
-    return 0;
-}
 
 int cli_parse(const cli_command *cmd, int argc, char **argv, cli_global *g, cli_on_opt on_opt, void *ctx,
               const char **pos, int max_pos, int *npos) {
@@ -240,4 +236,19 @@ void cli_print_help(const cli_command *cmd) {
     }
     printf("\n");
     cli_print_global_help();
+}
+
+static int ignore_opt(void *ctx, int key, const char *value) {
+    (void)ctx, (void)key, (void)value;
+    return 0;
+}
+
+int cli_help_only(const cli_command *cmd, int argc, char **argv, cli_global *g, const char *why) {
+    int r = cli_parse(cmd, argc, argv, g, ignore_opt, NULL, NULL, 0, NULL);
+    if (r) return r;
+    if (g->help) {
+        cli_print_help(cmd);
+        return EXIT_OK;
+    }
+    return cli_fail("%s: %s", cmd->name, why);
 }

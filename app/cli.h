@@ -43,9 +43,10 @@ typedef struct {
  * after printing a message with cli_usage_error. */
 typedef int (*cli_on_opt)(void *ctx, int key, const char *value);
 
-/* An on_opt that accepts every option of the command and does nothing: for a command that can only print
- * its help in this build (the GPU benchmarks without CUDA). */
-int cli_ignore_opt(void *ctx, int key, const char *value);
+/* For a command this build cannot run (the GPU benchmarks without CUDA): parses the command line so that
+ * --help prints the command's help (EXIT_OK) and a bad option is a usage error; otherwise prints
+ * "ernie: NAME: why" and returns EXIT_FAIL. */
+int cli_help_only(const cli_command *cmd, int argc, char **argv, cli_global *g, const char *why);
 
 /* Parses argv[0..argc) (argv[0] is the first word after the command name). Positionals are stored in
  * pos[] (at most max_pos; more is a usage error unless max_pos < 0 means "any"). Returns 0 or

@@ -75,17 +75,11 @@ static float dot1(const rowctx *rc, int64_t k0, const float *x) {
 #define SEARCH_BODY(VF, VI, W)                                                                                 \
     float X[7][NZ] = {{0}}, H[7][NZ] = {{0}}, A[7][NZ] = {{0}}, fa[NZ], fb[NZ];                                \
     int32_t ca[NZ], cb[NZ];                                                                                    \
-    for (int k = 0; k < 63; k++) X[k % 7][k / 7] = x[k], H[k % 7][k / 7] = h[k], A[k % 7][k / 7] = m ? s * m[k] : s; \
+    LANE_INPUTS(X, H, A, 7)                                                                                    \
     for (int b = 0; b < NZ; b += (W)) {                                                                        \
-        VF cv[7][8], xv, hv, av, f;                                                                            \
+        VF cv[7][8], f;                                                                                        \
         VI c;                                                                                                  \
-        for (int i = 0; i < 7; i++) {                                                                          \
-            memcpy(&xv, &X[i][b], sizeof xv), memcpy(&hv, &H[i][b], sizeof hv), memcpy(&av, &A[i][b], sizeof av); \
-            for (int v = 0; v < 8; v++) {                                                                      \
-                VF d = xv - av * (float)(v - 4);                                                               \
-                cv[i][v] = hv * d * d;                                                                         \
-            }                                                                                                  \
-        }                                                                                                      \
+        LANE_COSTS(VF, cv, X, H, A, 7, 8, b)                                                                   \
         CONV_SEARCH_LANES(VF, VI, 3, 3, 2, CVA_, f, c);                                                        \
         memcpy(fa + b, &f, sizeof f), memcpy(ca + b, &c, sizeof c);                                            \
         CONV_SEARCH_LANES(VF, VI, 3, 4, 2, CVB_, f, c);                                                        \

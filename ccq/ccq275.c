@@ -65,17 +65,11 @@ static float dot1(const rowctx *rc, int64_t k0, const float *x) {
 #define SEARCH_BODY(VF, VI, W)                                                                                    \
     float X[3][NB] = {{0}}, H[3][NB] = {{0}}, A[3][NB] = {{0}}, fb[NB];                                           \
     int32_t cw[NB];                                                                                               \
-    for (int k = 0; k < 63; k++) X[k % 3][k / 3] = x[k], H[k % 3][k / 3] = h[k], A[k % 3][k / 3] = m ? s * m[k] : s; \
+    LANE_INPUTS(X, H, A, 3)                                                                                       \
     for (int b = 0; b < NB; b += (W)) {                                                                           \
-        VF cv[3][16], xv, hv, av, f;                                                                              \
+        VF cv[3][16], f;                                                                                          \
         VI c;                                                                                                     \
-        for (int i = 0; i < 3; i++) {                                                                             \
-            memcpy(&xv, &X[i][b], sizeof xv), memcpy(&hv, &H[i][b], sizeof hv), memcpy(&av, &A[i][b], sizeof av); \
-            for (int v = 0; v < 16; v++) {                                                                        \
-                VF d = xv - av * (float)(v - 8);                                                                  \
-                cv[i][v] = hv * d * d;                                                                            \
-            }                                                                                                     \
-        }                                                                                                         \
+        LANE_COSTS(VF, cv, X, H, A, 3, 16, b)                                                                     \
         CONV_SEARCH_LANES(VF, VI, 4, 3, 2, CV_, f, c);                                                            \
         memcpy(fb + b, &f, sizeof f), memcpy(cw + b, &c, sizeof c);                                               \
     }                                                                                                             \

@@ -93,6 +93,23 @@ static inline void st4(float *p, v4f v) { memcpy(p, &v, sizeof v); }
         (fbest) = b_, (code) = cw_;                                                                       \
     } while (0)
 
+/* The inputs of a lane search over a group of 64 (x, h, m, s in scope): weight k < 63 goes to lane k / P,
+ * slot k % P, of the [P][lanes] arrays X, H and A (A: the scale, s m[k] with importance m, else s). */
+#define LANE_INPUTS(X, H, A, P)                                                                             \
+    for (int k_ = 0; k_ < 63; k_++)                                                                         \
+        X[k_ % (P)][k_ / (P)] = x[k_], H[k_ % (P)][k_ / (P)] = h[k_], A[k_ % (P)][k_ / (P)] = m ? s * m[k_] : s;
+/* cv[i][v] = h (x - a (v - NV/2))^2 for slot i < P and window value v < NV, lanes b.. of X, H, A: the cost
+ * each scalar search used, computed per lane. */
+#define LANE_COSTS(VF, cv, X, H, A, P, NV, b)                                                               \
+    for (int i_ = 0; i_ < (P); i_++) {                                                                      \
+        VF xv_, hv_, av_;                                                                                   \
+        memcpy(&xv_, &X[i_][b], sizeof xv_), memcpy(&hv_, &H[i_][b], sizeof hv_), memcpy(&av_, &A[i_][b], sizeof av_); \
+        for (int v_ = 0; v_ < (NV); v_++) {                                                                 \
+            VF d_ = xv_ - av_ * (float)(v_ - (NV) / 2);                                                     \
+            cv[i_][v_] = hv_ * d_ * d_;                                                                     \
+        }                                                                                                   \
+    }
+
 /* 1 when the 8-wide AVX2 paths may run: the CPU has AVX2 and ERNIE_NO_AVX2 is unset or empty (ccq/simd.c).
  * Each caller asks once (pthread_once) and keeps the answer. */
 int ccq_cpu_avx2(void);

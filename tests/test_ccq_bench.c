@@ -66,6 +66,7 @@ TEST(bench_quant_usage_errors) {
         {{"bench", "quant", "--tensor", "nofile", NULL}, 2, "FILE:NAME"},
         {{"bench", "quant", "--tensor", "/nonexistent/x.safetensors:w", NULL}, 1, "nonexistent"},
         {{"bench", "kernels", NULL}, 1, "ernie: bench kernels: "}, /* no GPU here (or no CUDA in the build) */
+        {{"bench", "kernels", "--frob", NULL}, 2, "unknown option '--frob'"},
         {{"bench", NULL}, 2, "quant or kernels"},
         {{"bench", "frob", NULL}, 2, "unknown benchmark 'frob'"},
     };
@@ -75,27 +76,21 @@ TEST(bench_quant_usage_errors) {
         CHECK_CONTAINS(e, c[i].msg);
         free(o), free(e);
     }
+    /* every benchmark's help, the GPU ones too in a build without CUDA (they used to fail there) */
+    struct {
+        const char *a[6], *usage, *flag;
+    } h[] = {
+        {{"bench", "quant", "--help", NULL}, "Usage: ernie bench quant", "--format LIST"},
+        {{"bench", "kernels", "--help", NULL}, "Usage: ernie bench kernels", "--no-moe"},
+        {{"bench", "kernels", "gemm", "--help", NULL}, "Usage: ernie bench kernels gemm", "--ref-tflops"},
+    };
     char *o, *e;
-    const char *h[] = {"bench", "quant", "--help", NULL};
-    CHECK_INT(ernie(&o, &e, h), 0);
-    CHECK_CONTAINS(o, "Usage: ernie bench quant");
-    CHECK_CONTAINS(o, "--format LIST");
-    free(o), free(e);
-    /* the GPU benchmarks' help works in every build, GPU or not (it used to fail without CUDA) */
-    const char *hk[] = {"bench", "kernels", "--help", NULL};
-    CHECK_INT(ernie(&o, &e, hk), 0);
-    CHECK_CONTAINS(o, "Usage: ernie bench kernels");
-    CHECK_CONTAINS(o, "--no-moe");
-    free(o), free(e);
-    const char *hg[] = {"bench", "kernels", "gemm", "--help", NULL};
-    CHECK_INT(ernie(&o, &e, hg), 0);
-    CHECK_CONTAINS(o, "Usage: ernie bench kernels gemm");
-    CHECK_CONTAINS(o, "--ref-tflops");
-    free(o), free(e);
-    const char *bad[] = {"bench", "kernels", "--frob", NULL};
-    CHECK_INT(ernie(&o, &e, bad), 2);
-    CHECK_CONTAINS(e, "unknown option '--frob'");
-    free(o), free(e);
+    for (size_t i = 0; i < sizeof h / sizeof *h; i++) {
+        CHECK_INT(ernie(&o, &e, h[i].a), 0);
+        CHECK_CONTAINS(o, h[i].usage);
+        CHECK_CONTAINS(o, h[i].flag);
+        free(o), free(e);
+    }
 }
 
 TEST(bench_quant_reads_a_safetensors_tensor) {

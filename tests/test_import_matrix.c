@@ -213,25 +213,24 @@ TEST(import_dry_run_plans_and_writes_nothing) {
     json_decref(plan), json_decref(info);
 
     /* a broken checkpoint fails the dry run with the tensor's name */
-    char bad[1100];
-    snprintf(bad, sizeof bad, "%s/bad", th_tmpdir());
-    mkdir(bad, 0755);
-    mfx_hf_opts ho = {.omit = "model.layers.4.mlp.experts.2.down_proj.weight"};
-    if (CHECK_INT(mfx_write_hf(bad, &c, &ho), 0)) {
-        char *db[] = {"import", bad, "--dry-run", NULL};
-        CHECK_INT(th_ernie(&o, &e, NULL, db), 1);
-        CHECK_CONTAINS(e, "model.layers.4.mlp.experts.2.down_proj.weight");
-        free(o), free(e);
-    }
-    char bad2[1100];
-    snprintf(bad2, sizeof bad2, "%s/bad2", th_tmpdir());
-    mkdir(bad2, 0755);
-    mfx_hf_opts hs = {.wrong_shape = "model.layers.1.self_attn.k_proj.weight"};
-    if (CHECK_INT(mfx_write_hf(bad2, &c, &hs), 0)) {
-        char *db[] = {"import", bad2, "--dry-run", NULL};
-        CHECK_INT(th_ernie(&o, &e, NULL, db), 1);
-        CHECK_CONTAINS(e, "model.layers.1.self_attn.k_proj.weight");
-        free(o), free(e);
+    struct {
+        const char *dir;
+        mfx_hf_opts ho;
+        const char *tensor;
+    } broken[] = {
+        {"bad", {.omit = "model.layers.4.mlp.experts.2.down_proj.weight"}, "model.layers.4.mlp.experts.2.down_proj.weight"},
+        {"bad2", {.wrong_shape = "model.layers.1.self_attn.k_proj.weight"}, "model.layers.1.self_attn.k_proj.weight"},
+    };
+    for (size_t b = 0; b < sizeof broken / sizeof *broken; b++) {
+        char bad[1100];
+        snprintf(bad, sizeof bad, "%s/%s", th_tmpdir(), broken[b].dir);
+        mkdir(bad, 0755);
+        if (CHECK_INT(mfx_write_hf(bad, &c, &broken[b].ho), 0)) {
+            char *db[] = {"import", bad, "--dry-run", NULL};
+            CHECK_INT(th_ernie(&o, &e, NULL, db), 1);
+            CHECK_CONTAINS(e, broken[b].tensor);
+            free(o), free(e);
+        }
     }
     char *dc[] = {"import", dir, "--dry-run", "--calib", "x.txt", NULL};
     CHECK_INT(th_ernie(&o, &e, NULL, dc), 2);

@@ -35,4 +35,12 @@ void *gt_poisoned(size_t bytes, err_t *e);
  * benchmark's exit code, or 0 without running when var is unset. */
 int gt_bench_from_env(const char *var, const char *json_var, int (*bench)(int, char **, cli_global *));
 
+/* The parts of a random valid encoding of a rows x k weight in format f (every stored value drawn within its
+ * valid range: fast enough for the real shapes, and it reaches code words an encoder would rarely pick):
+ * lays them out in parts[] (*np of them), each in a malloc'd host[i] the caller frees (also on failure).
+ * ccq2.06's code_scale and code_zp are left for the caller's own draw of code lines, at *cs and *zp (NULL
+ * for other formats). Returns 1, or 0 after a FAIL. */
+int gt_random_parts(qfmt f, int64_t rows, int64_t k, rng_t *r, ccq_part *parts, int *np, void **host, float **cs,
+                    float **zp);
+
 #endif

@@ -77,66 +77,10 @@ static int tw_make_on(tweight *w, qfmt f, int experts, int64_t n, int64_t k, rng
     memset(w, 0, sizeof *w);
     w->f = f, w->experts = experts, w->n = n, w->k = k, w->rows = experts * n;
     ccq_format cf = ccq_format_of(gt_base_of(f));
-    if (ccq_layout(&cf, w->rows, k, w->parts, &w->nparts, &e)) return FAIL("ccq_layout: %s", e.msg);
-    int64_t ng = k / 64;
-    for (int i = 0; i < w->nparts; i++) {
-        ccq_part *p = &w->parts[i];
-        uint8_t *d = malloc(p->nbytes ? p->nbytes : 1);
-        if (!d) return FAIL("out of host memory");
-        w->host[i] = d;
-        p->data = d;
-        const char *nm = p->name;
-        if (!strcmp(nm, "weight")) {
-            uint16_t *v = (uint16_t *)d;
-            for (size_t j = 0; j < p->nbytes / 2; j++) /* uniform in (-0.1, 0.1): fast for 10^9 weights */
-                v[j] = f32_to_bf16(((float)(rng_next(r) >> 40) * (1.0f / 16777216.0f) - 0.5f) * 0.2f);
-        } else if (!strcmp(nm, "qweight")) {
-            for (size_t j = 0; j < p->nbytes; j += 8) {
-                uint64_t x = rng_next(r);
-                memcpy(d + j, &x, p->nbytes - j < 8 ? p->nbytes - j : 8);
-            }
-            if (f == QF_CCQ275) /* byte 21 of a group: v63 << 4 | local4, local in 1..15 */
-                for (int64_t g = 0; g < w->rows * ng; g++) {
-                    uint8_t *b = d + g * 22 + 21;
-                    *b = (uint8_t)((*b & 0xF0) | (1 + rng_next(r) % 15));
-                }
-            if (f == QF_CCQ25) /* word 9: v63 << 13 | local13, local in 1..8191 */
-                for (int64_t g = 0; g < w->rows * ng; g++) {
-                    uint16_t wd;
-                    memcpy(&wd, d + g * 20 + 18, 2);
-                    wd = (uint16_t)((wd & 0xE000) | (1 + rng_next(r) % 8191));
-                    memcpy(d + g * 20 + 18, &wd, 2);
-                }
-        } else if (!strcmp(nm, "scale")) {
-            float *v = (float *)d;
-            for (int64_t j = 0; j < w->rows; j++) v[j] = gt_unif(r, 0.5e-3f, 2e-3f);
-        } else if (!strcmp(nm, "super_scale")) {
-            uint16_t *v = (uint16_t *)d;
-            for (int64_t j = 0; j < w->rows; j++) v[j] = f32_to_bf16(gt_unif(r, 0.5e-3f, 2e-3f));
-        } else if (!strcmp(nm, "local_scale")) {
-            int64_t rb = p->shape[1];
-            for (int64_t j = 0; j < w->rows; j++)
-                for (int64_t b = 0; b < rb; b++) {
-                    int hi = 1 + (int)(rng_next(r) % 15), lo = 1 + (int)(rng_next(r) % 15);
-                    if (2 * b + 1 >= ng) lo = 0;
-                    d[j * rb + b] = (uint8_t)(hi << 4 | lo);
-                }
-        } else if (!strcmp(nm, "code_scale")) {
-            /* filled with code_zp below */
-        } else if (!strcmp(nm, "code_zp")) {
-        } else {
-            return FAIL("unexpected part %s of %s", nm, qfmt_name(f));
-        }
-    }
-    if (f == QF_CCQ206) {
-        float *cs = NULL, *zp = NULL;
-        for (int i = 0; i < w->nparts; i++) {
-            if (!strcmp(w->parts[i].name, "code_scale")) cs = w->host[i];
-            if (!strcmp(w->parts[i].name, "code_zp")) zp = w->host[i];
-        }
-        if (!cs || !zp) return FAIL("ccq2.06 without code_scale/code_zp parts");
+    float *cs, *zp;
+    if (!gt_random_parts(f, w->rows, k, r, w->parts, &w->nparts, w->host, &cs, &zp)) return 0;
+    if (f == QF_CCQ206)
         for (int64_t j = 0; j < w->rows; j++) random_code_line(r, j, &cs[j], &zp[j]);
-    }
     if (ccq_wrap(&cf, w->rows, k, w->parts, w->nparts, &w->t, &e)) return FAIL("ccq_wrap of random %s: %s", qfmt_name(f), e.msg);
     if (!upload) return 1;
     memset(&w->m, 0, sizeof w->m);
