@@ -5,7 +5,8 @@
 # card, one after the other. Full logs go to $OUT/logs.tar.xz (a device call brings back at most 8 files);
 # the benchmark tables and a short summary are printed last.
 # Environment: SLOTS (default: every packed slot), TESTS (test filters, default all; `none` skips them),
-# BENCHES (default "gemv gemm"; empty skips them), BUDGET seconds for the whole call (default 540).
+# BENCHES (default "gemv gemm"; empty skips them), BUDGET seconds for the whole call (default 540),
+# SASS (slots whose kernels' SASS to dump with cuobjdump into the logs, default none).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 t0=$SECONDS
@@ -19,6 +20,11 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,driver_version --format=csv,noh
 ref=$(timeout 60 python3 tools/gpu/torch_ref.py 2>"$out/torch.err")
 echo "torch bf16 8192^3: ${ref:-unmeasured} TFLOP/s"
 summary=""
+for s in ${SASS:-}; do   # this machine has no disassembler; the device machine's toolkit has one
+    cuo=$(command -v cuobjdump || echo /usr/local/cuda/bin/cuobjdump)
+    timeout 90 "$cuo" -sass "build/gpustage/$s/ernie" 2>&1 | xz -1 > "$out/sass-$s.txt.xz"
+    summary+="$s sass: $(xz -dc "$out/sass-$s.txt.xz" | grep -c Function) functions"$'\n'
+done
 for s in $slots; do
     d=build/gpustage/$s
     echo "== slot $s (revision $(cat "$d/revision" 2>/dev/null))"
