@@ -7,6 +7,8 @@
 # Environment: SLOTS (default: every packed slot), TESTS (test filters, default all; `none` skips them),
 # BENCHES (default "gemv gemm"; empty skips them), BUDGET seconds for the whole call (default 540),
 # SASS (slots whose kernels' SASS to dump with cuobjdump into the logs, default none).
+# A slot whose folder holds a file `only` (e.g. "gemm") runs just those benchmarks and no tests: a
+# comparison build that needs no second test pass.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 t0=$SECONDS
@@ -28,13 +30,14 @@ done
 for s in $slots; do
     d=build/gpustage/$s
     echo "== slot $s (revision $(cat "$d/revision" 2>/dev/null))"
-    if [ "${TESTS:-}" != none ]; then
+    only=$(cat "$d/only" 2>/dev/null || true)
+    if [ "${TESTS:-}" != none ] && [ ! -f "$d/only" ]; then
         timeout "$(left)" "$d/run_gpu_tests" --bin "$d/ernie" --fixtures tests/fixtures ${TESTS:-} > "$out/tests-$s.log" 2>&1
         rc=$?
         grep -E "^  FAIL" "$out/tests-$s.log" | head -20
         summary+="$s tests (rc $rc): $(tail -1 "$out/tests-$s.log")"$'\n'
     fi
-    for b in ${BENCHES-gemv gemm}; do
+    for b in ${only:-${BENCHES-gemv gemm}}; do
         case $b in
             gemv) timeout "$(left)" "$d/ernie" bench kernels --quick > "$out/gemv-$s.txt" 2> "$out/gemv-$s.err" ;;
             gemm) timeout "$(left)" "$d/ernie" bench kernels gemm --quick ${ref:+--ref-tflops $ref} \
