@@ -8,7 +8,8 @@
 # BENCHES (default "gemv gemm"; empty skips them), BUDGET seconds for the whole call (default 540),
 # SASS (slots whose kernels' SASS to dump with cuobjdump into the logs, default none).
 # A slot whose folder holds a file `only` (e.g. "gemm") runs just those benchmarks and no tests: a
-# comparison build that needs no second test pass.
+# comparison build that needs no second test pass. A file `benches` there replaces BENCHES for that slot.
+# Benchmarks: gemv, gemm (T = 2048), gemm-small (the plain and MoE GEMMs at T = 16 and 64).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 t0=$SECONDS
@@ -37,11 +38,14 @@ for s in $slots; do
         grep -E "^  FAIL" "$out/tests-$s.log" | head -20
         summary+="$s tests (rc $rc): $(tail -1 "$out/tests-$s.log")"$'\n'
     fi
+    [ -f "$d/benches" ] && only=$(cat "$d/benches")
     for b in ${only:-${BENCHES-gemv gemm}}; do
         case $b in
             gemv) timeout "$(left)" "$d/ernie" bench kernels --quick > "$out/gemv-$s.txt" 2> "$out/gemv-$s.err" ;;
             gemm) timeout "$(left)" "$d/ernie" bench kernels gemm --quick ${ref:+--ref-tflops $ref} \
                       > "$out/gemm-$s.txt" 2> "$out/gemm-$s.err" ;;
+            gemm-small) timeout "$(left)" "$d/ernie" bench kernels gemm --reps 5 --tokens 16,64 \
+                      ${ref:+--ref-tflops $ref} > "$out/gemm-small-$s.txt" 2> "$out/gemm-small-$s.err" ;;
             *) echo "run.sh: unknown benchmark '$b' in BENCHES"; continue ;;
         esac
         summary+="$s bench $b rc $?"$'\n'
@@ -49,12 +53,12 @@ for s in $slots; do
 done
 echo "== benchmarks (full tables in \$OUT/logs.tar.xz)"
 for s in $slots; do
-    for b in gemv gemm; do
+    for b in gemv gemm gemm-small; do
         [ -s "$out/$b-$s.txt" ] && grep -E "copy|rate" "$out/$b-$s.txt" | sed "s/^/$s $b: /"
     done
 done
 # Side by side: us per call of every row, one column per slot (rows keyed by the text before the numbers).
-for b in gemv gemm; do
+for b in gemv gemm gemm-small; do
     set -- $(for s in $slots; do [ -s "$out/$b-$s.txt" ] && echo "$s"; done)
     [ $# -gt 0 ] || continue
     echo "-- $b, us per call: $*"
@@ -62,7 +66,7 @@ for b in gemv gemm; do
         awk -v b="$b" '$1 ~ /^(bf16|wint|ccq)/ && !/:/ {
             n = 0; for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+%?$/) { n = i; break }
             if (!n) next
-            if (b == "gemm") { n++; while (n <= NF && $n !~ /^[0-9.]+$/) n++ }   # past T and the kernel name
+            if (b != "gemv") { n++; while (n <= NF && $n !~ /^[0-9.]+$/) n++ }   # past T and the kernel name
             key = $1; for (i = 2; i < n; i++) key = key " " $i
             us = b == "gemv" ? $(n + 1) : $n
             print key "\t" us }' "$out/$b-$s.txt" > "$out/us-$b-$s.tsv"
