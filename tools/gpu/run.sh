@@ -13,7 +13,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 t0=$SECONDS
-left() { echo $(( ${BUDGET:-540} - (SECONDS - t0) )); }
+left() { local l=$(( ${BUDGET:-540} - (SECONDS - t0) )); echo $(( l > 1 ? l : 1 )); }   # never 0: timeout 0 waits forever
 out=$(mktemp -d /tmp/gpu-logs.XXXXXX)
 trap 'tar cJf "${OUT:-/tmp}/logs.tar.xz" -C "$out" .' EXIT
 mkdir -p build/gpustage
