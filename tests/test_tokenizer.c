@@ -35,6 +35,18 @@ static char *model_bytes(size_t *len) {
     return m;
 }
 
+/* The fixture model loaded (spm_load copies the bytes); NULL after a failure. */
+static spm *test_spm(void) {
+    size_t len;
+    char *m = model_bytes(&len);
+    if (!m) return NULL;
+    spm *sp = NULL;
+    err_t e;
+    if (!CHECK(spm_load(&sp, m, len, &e) == 0)) sp = NULL;
+    free(m);
+    return sp;
+}
+
 /* Runs a SentencePiece tool; a missing tool is a clear failure, not a skip. */
 static int run_tool(char *const argv[], const char *in, char **out) {
     char *err = NULL;
@@ -295,12 +307,9 @@ static const char *const SPECIAL_TEXTS[] = {
 /* ---- spm.h ---- */
 
 TEST(tok_spm_pieces_match_spm_export_vocab) {
-    size_t len;
-    char *m = model_bytes(&len);
-    if (!m || load_vocab()) return;
-    spm *sp;
-    err_t e;
-    if (!CHECK(spm_load(&sp, m, len, &e) == 0)) return;
+    if (load_vocab()) return;
+    spm *sp = test_spm();
+    if (!sp) return;
     CHECK_INT(spm_vocab_size(sp), nvocab);
     for (int id = 0; id < nvocab; id++) {
         if (strcmp(spm_id_to_piece(sp, id), vocab[id]) || spm_piece_to_id(sp, vocab[id], strlen(vocab[id])) != id) {
@@ -340,7 +349,6 @@ TEST(tok_spm_pieces_match_spm_export_vocab) {
     CHECK_INT(f.has_denormalizer, 0);
     CHECK_STR(spm_unk_surface(sp), " \xE2\x81\x87 ");
     spm_free(sp);
-    free(m);
 }
 
 TEST(tok_spm_rejects_bad_models) {
@@ -363,12 +371,9 @@ TEST(tok_spm_rejects_bad_models) {
 }
 
 TEST(tok_spm_encode_decode_match_tools) {
-    size_t len;
-    char *m = model_bytes(&len);
-    if (!m) return;
-    spm *sp;
+    spm *sp = test_spm();
+    if (!sp) return;
     err_t e;
-    if (!CHECK(spm_load(&sp, m, len, &e) == 0)) return;
     /* Newline-free corpus texts: spm_encode takes them whole. */
     const char *texts[NCORPUS];
     size_t n = 0;
@@ -408,7 +413,6 @@ TEST(tok_spm_encode_decode_match_tools) {
     free(want);
     for (size_t i = 0; i < n; i++) tok_ids_free(&ours[i]), tok_ids_free(&ref[i]);
     spm_free(sp);
-    free(m);
 }
 
 /* ---- encoding ---- */
@@ -908,12 +912,9 @@ static int find_entry(const hf_special_table *tab, const char *str, int32_t *id,
 }
 
 TEST(tok_hf_special_reads_the_fixture_folder) {
-    size_t len;
-    char *m = model_bytes(&len);
-    if (!m) return;
-    spm *sp;
+    spm *sp = test_spm();
+    if (!sp) return;
     err_t e;
-    if (!CHECK(spm_load(&sp, m, len, &e) == 0)) return;
     char dir[512];
     snprintf(dir, sizeof dir, "%s/tok", th_fixtures());
     hf_special_table tab;
@@ -958,7 +959,6 @@ TEST(tok_hf_special_reads_the_fixture_folder) {
     free(json);
     hf_special_table_free(&tab);
     spm_free(sp);
-    free(m);
 }
 
 /* One file's JSON through the set; returns the resolve/parse status and the message. */
@@ -976,12 +976,9 @@ static int try_files(const spm *sp, const char *n1, const char *j1, const char *
 }
 
 TEST(tok_hf_special_errors_name_the_file) {
-    size_t len;
-    char *m = model_bytes(&len);
-    if (!m) return;
-    spm *sp;
+    spm *sp = test_spm();
+    if (!sp) return;
     err_t e;
-    if (!CHECK(spm_load(&sp, m, len, &e) == 0)) return;
     struct {
         const char *name, *json, *want;
     } cases[] = {
@@ -1036,16 +1033,12 @@ TEST(tok_hf_special_errors_name_the_file) {
     CHECK_INT(hf_special_read_dir(th_tmpdir(), sp, &tab, &e), -1);
     CHECK_CONTAINS(e.msg, "tokenizer.json");
     spm_free(sp);
-    free(m);
 }
 
 TEST(tok_hf_special_merges_files) {
-    size_t len;
-    char *m = model_bytes(&len);
-    if (!m) return;
-    spm *sp;
+    spm *sp = test_spm();
+    if (!sp) return;
     err_t e;
-    if (!CHECK(spm_load(&sp, m, len, &e) == 0)) return;
     hf_special_table tab;
     /* special_tokens_map names a token that only added_tokens.json gives an id: it becomes special. */
     CHECK(try_files(sp, "added_tokens.json", "{\"<|IMAGE_PLACEHOLDER|>\": 2000}", "special_tokens_map.json",
@@ -1061,7 +1054,6 @@ TEST(tok_hf_special_merges_files) {
     CHECK(find_entry(&tab, "<unk>", &id, &special) && id == ref_id("<unk>") && special);
     hf_special_table_free(&tab);
     spm_free(sp);
-    free(m);
 }
 
 /* ---- other normalizer settings ----
