@@ -5,9 +5,9 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "commands.h"
+#include "model_load.h"
 #include "model/modelfile.h"
 #include "progress.h"
 
@@ -17,7 +17,7 @@ const cli_command CMD_INFO = {
     .summary = "What a model file holds and what it needs to run",
     .details = "Prints the architecture, sizes, recipe, bits per weight of each component, tokenizer, generation\n"
                "defaults, and the memory the weights and the KV cache need. Reads only the header; 'ernie verify'\n"
-               "checks the data.",
+               "checks the data. FILE 'demo' is the model built into the binary.",
 };
 
 /* Components in the order they are reported. */
@@ -150,11 +150,7 @@ int cmd_info(int argc, char **argv, cli_global *g) {
     if (np != 1) return cli_usage_error(&CMD_INFO, "which model file? (ernie info FILE)");
     err_t e = {0};
     mf_file *f;
-    struct stat dst;
-    if (stat(pos[0], &dst) == 0 && S_ISDIR(dst.st_mode))
-        return cli_fail("info: %s is a folder, not a model file (for a Hugging Face checkpoint: 'ernie import %s --dry-run')",
-                        pos[0], pos[0]);
-    if (mf_open(&f, pos[0], &e)) return cli_fail("%s", e.msg);
+    if (model_open_file(&f, pos[0], "info", &e)) return cli_fail("%s", e.msg);
     const cfg_model *c = mf_config(f);
     comp_stat cs[NCOMP];
     memset(cs, 0, sizeof cs);

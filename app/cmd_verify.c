@@ -6,11 +6,11 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 
 #include "base/clock.h"
 #include "base/pool.h"
 #include "commands.h"
+#include "model_load.h"
 #include "model/compare.h"
 #include "model/modelfile.h"
 #include "progress.h"
@@ -28,7 +28,8 @@ const cli_command CMD_VERIFY = {
     .summary = "Check a model file's checksums and structure, and its error against the source weights",
     .details = "Checks the structure against the model config, every tensor's XXH3 checksum, the header checksum,\n"
                "and that every quantized weight's stored parameters are ones the codec could have written.\n"
-               "Exit code 0 when everything checks out, 1 (naming the first bad tensor) when not.",
+               "Exit code 0 when everything checks out, 1 (naming the first bad tensor) when not. FILE 'demo' is\n"
+               "the model built into the binary.",
     .opts = verify_opts,
 };
 
@@ -98,11 +99,7 @@ int cmd_verify(int argc, char **argv, cli_global *g) {
     if (np != 1) return cli_usage_error(&CMD_VERIFY, "which model file? (ernie verify FILE)");
     err_t e = {0};
     mf_file *f;
-    struct stat dst;
-    if (stat(pos[0], &dst) == 0 && S_ISDIR(dst.st_mode))
-        return cli_fail("verify: %s is a folder, not a model file (for a Hugging Face checkpoint: 'ernie import %s --dry-run')",
-                        pos[0], pos[0]);
-    if (mf_open(&f, pos[0], &e)) return cli_fail("%s", e.msg);
+    if (model_open_file(&f, pos[0], "verify", &e)) return cli_fail("%s", e.msg);
     pool *p = pool_create(g->threads);
     if (!p) {
         mf_close(f);

@@ -116,6 +116,19 @@ static int verify_file(const mf_file *f, int threads, err_t *err) {
     return rc;
 }
 
+int model_open_file(mf_file **out, const char *name, const char *cmd, err_t *err) {
+    *out = NULL;
+    if (!strcmp(name, "demo"))
+        return mf_open_memory(out, ernie_asset_demo_start, (size_t)(ernie_asset_demo_end - ernie_asset_demo_start),
+                              "demo (built in)", err);
+    struct stat st;
+    if (stat(name, &st) == 0 && S_ISDIR(st.st_mode))
+        return err_set(err, ERR_ARG,
+                       "%s: %s is a folder, not a model file (for a Hugging Face checkpoint: 'ernie import %s --dry-run')",
+                       cmd, name, name);
+    return mf_open(out, name, err);
+}
+
 int model_load(loaded_model **out, const char *path, int threads, err_t *err) {
     *out = NULL;
     struct stat st;

@@ -6,6 +6,7 @@
 
 #include "base/err.h"
 #include "model/engine.h"
+#include "model/modelfile.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -24,6 +25,11 @@ sampler_params model_gen_defaults(const loaded_model *m);
 /* A short description for banners: "ERNIE-4.5 MoE, 28 layers, 21.8B parameters, recipe baidu". */
 const char *model_describe(const loaded_model *m);
 int model_is_demo(const loaded_model *m);
+
+/* Opens a model file for `info` and `verify` by the name the user gave: a path, or "demo" for the model
+ * built into the binary (as for `run`; a file named demo is ./demo). A folder gets an error that points to
+ * `ernie import DIR --dry-run`, prefixed with cmd. Checks nothing beyond what mf_open checks. */
+int model_open_file(mf_file **out, const char *name, const char *cmd, err_t *err);
 
 /* Creates an engine over the model's weights on backend b. */
 int model_engine(loaded_model *m, be *b, int ctx, int max_batch, eng **out, err_t *err);

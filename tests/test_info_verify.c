@@ -220,3 +220,22 @@ TEST(info_and_verify_point_a_folder_to_import) {
     CHECK_CONTAINS(e, "is a folder");
     free(o), free(e);
 }
+
+/* `demo` names the model built into the binary here too, as for `run` and `chat`: the same report as the
+ * file it was built from (assets/demo.ernie), but for the first line, and a clean verify. */
+TEST(info_and_verify_take_the_built_in_demo) {
+    char *o, *e, *o2, *e2;
+    CHECK_INT(ernie(&o, &e, "info", "demo", NULL, NULL, NULL), 0);
+    CHECK_INT(ernie(&o2, &e2, "info", "assets/demo.ernie", NULL, NULL, NULL), 0);
+    CHECK_CONTAINS(o, "file:        demo (built in) (");
+    const char *r1 = strchr(o, '\n'), *r2 = strchr(o2, '\n');
+    if (CHECK(r1 && r2)) CHECK_STR(r1, r2);
+    free(o), free(e), free(o2), free(e2);
+    CHECK_INT(ernie(&o, &e, "verify", "demo", "-t", "2", NULL), 0);
+    CHECK_CONTAINS(o, "demo: OK: ");
+    CHECK_STR(e, "");
+    free(o), free(e);
+    CHECK_INT(ernie(&o, &e, "info", "./demo", NULL, NULL, NULL), 1); /* a path named demo is a path */
+    CHECK_CONTAINS(e, "./demo: No such file");
+    free(o), free(e);
+}
