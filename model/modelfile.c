@@ -655,6 +655,8 @@ int mf_verify(const mf_file *f, pool *p, void (*progress)(void *ctx, double done
     atomic_init(&j.done, 0);
     if (progress) progress(ctx, 0, total);
     pool_for(p, j.ntasks, 1, verify_task, &j);
+    /* the workers' calls can arrive out of order: end on the whole count, after all of them */
+    if (progress) progress(ctx, total, total);
     int bad = 0, first = -1;
     for (int i = 0; i < j.ntasks; i++)
         if (j.errs[i].code != ERR_OK) {

@@ -70,7 +70,8 @@ const char *mf_component(const char *weight_name);
 
 /* Recomputes the header checksum and every tensor's checksum (tensors spread over the pool; p may be
  * NULL), then runs the codec's validation of every quantized weight's stored parameters. progress
- * (may be NULL) gets bytes done and the total, from any thread. ERR_CORRUPT names the first bad
+ * (may be NULL) gets bytes done and the total, from any thread and so not always in order, then last
+ * (total, total) from the calling thread once every tensor is hashed. ERR_CORRUPT names the first bad
  * tensor in file order and how many differ. */
 int mf_verify(const mf_file *f, pool *p, void (*progress)(void *ctx, double done, double total), void *ctx, err_t *e);
 
