@@ -12,9 +12,10 @@
 #include "generate.h"
 #include "model_load.h"
 #include "sampling_flags.h"
+#include "stopstr.h"
 #include "tokenizer/chat.h"
 
-enum { R_PROMPT = 1, R_FILE, R_NTOK, R_RAW, R_SYSTEM, R_STATS, R_OUTPUT, R_DUMP, R_CTX };
+enum { R_PROMPT = 1, R_FILE, R_NTOK, R_RAW, R_SYSTEM, R_STATS, R_OUTPUT, R_DUMP, R_CTX, R_STOP };
 
 static const cli_opt run_opts[] = {
     {"prompt", 'p', "TEXT", "the prompt (else -f, else standard input)", R_PROMPT, 0},
@@ -25,6 +26,7 @@ static const cli_opt run_opts[] = {
     {"ctx", 'c', "N", "context size in tokens (default: 4096, or more when the prompt needs it)", R_CTX, 0},
     {"stats", 0, NULL, "print prompt and generation speed on stderr", R_STATS, 0},
     {"output", 0, "text|ids", "print the text (default) or the generated token ids", R_OUTPUT, 0},
+    {"stop", 0, "TEXT", "stop where the text contains TEXT, which is not printed (up to 8 --stop)", R_STOP, 1},
     {"dump-logits", 0, "PATH", "write the logits of every prompt position (float32 LE, [tokens x vocab])", R_DUMP, 0},
     SAMPLING_OPTS,
     {NULL, 0, NULL, NULL, 0, 0},
@@ -38,7 +40,8 @@ const cli_command CMD_RUN = {
                "Examples:\n"
                "  ernie run model.ernie -p \"Why is the sky blue?\"\n"
                "  echo \"Summarise: ...\" | ernie run model.ernie --temp 0 -n 200\n"
-               "  ernie run model.ernie --raw -p \"Once upon a time\" --output ids",
+               "  ernie run model.ernie --raw -p \"Once upon a time\" --output ids\n"
+               "  ernie run model.ernie -p \"List three colours, one per line.\" --stop $'\\n\\n'",
     .opts = run_opts,
 };
 
@@ -47,6 +50,7 @@ typedef struct {
     long long ntok, ctx;
     int raw, stats;
     sampling_flags sf;
+    stopstr stops;
 } run_args;
 
 static int on_opt(void *c, int key, const char *v) {
@@ -58,6 +62,10 @@ static int on_opt(void *c, int key, const char *v) {
     case R_RAW: a->raw = 1; return 0;
     case R_STATS: a->stats = 1; return 0;
     case R_DUMP: a->dump = v; return 0;
+    case R_STOP:
+        if (!*v) return cli_usage_error(&CMD_RUN, "--stop needs a non-empty TEXT");
+        if (stopstr_add(&a->stops, v)) return cli_usage_error(&CMD_RUN, "at most %d --stop", STOPSTR_MAX);
+        return 0;
     case R_NTOK: return cli_int(&CMD_RUN, "-n/--max-tokens", v, 1, 1 << 30, &a->ntok);
     case R_CTX: return cli_int(&CMD_RUN, "-c/--ctx", v, 16, 1 << 24, &a->ctx);
     case R_OUTPUT:
@@ -99,12 +107,24 @@ static void on_sigint(int s) {
 typedef struct {
     int ids;
     int first;
+    stopstr *stops;
+    int oom;
 } out_ctx;
 
-static void put_text(void *c, const char *s, size_t n) {
+static void write_out(void *c, const char *s, size_t n) {
     (void)c;
     fwrite(s, 1, n, stdout);
     fflush(stdout);
+}
+
+static void put_text(void *c, const char *s, size_t n) {
+    out_ctx *o = c;
+    if (stopstr_feed(o->stops, s, n, write_out, NULL) < 0) o->oom = 1;
+}
+
+static int stop_now(void *c) {
+    out_ctx *o = c;
+    return o->stops->hit || o->oom;
 }
 
 static void put_id(void *c, int32_t id) {
@@ -128,6 +148,7 @@ int cmd_run(int argc, char **argv, cli_global *g) {
     if (np < 1) return cli_usage_error(&CMD_RUN, "missing MODEL (a model file, or 'demo')");
     if (a.prompt && a.file) return cli_usage_error(&CMD_RUN, "give -p or -f, not both");
     if (a.raw && a.system) return cli_usage_error(&CMD_RUN, "--system has no meaning with --raw");
+    if (a.stops.n && !strcmp(a.output, "ids")) return cli_usage_error(&CMD_RUN, "--stop works on text, not with --output ids");
     err_t derr = {0};
     if (app_device_check(g->device, &derr)) return cli_fail("run: %s", derr.msg);
 
@@ -206,13 +227,15 @@ int cmd_run(int argc, char **argv, cli_global *g) {
     struct sigaction sa = {0};
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
-    out_ctx oc = {!strcmp(a.output, "ids"), 1};
+    out_ctx oc = {!strcmp(a.output, "ids"), 1, &a.stops, 0};
     gen_opts go = {.max_new = (int)a.ntok, .interrupt = &interrupted, .ctx = &oc, .decode_flags = TOK_DEC_SKIP_SPECIAL};
     if (oc.ids) go.on_id = put_id;
-    else go.on_text = put_text;
+    else go.on_text = put_text, go.stop_now = stop_now;
     gen_stats st;
     int grc = gen_run(&gs, ids.v, ids.n, &go, &st, dump, &err);
+    if (!oc.ids) stopstr_finish(&a.stops, write_out, NULL);
     tok_ids_free(&ids);
+    if (oc.oom && !grc) grc = err_set(&err, ERR_NOMEM, "out of memory for --stop");
     if (oc.ids || st.n_gen) putchar('\n');
     fflush(stdout);
     if (grc) {
@@ -237,6 +260,7 @@ int cmd_run(int argc, char **argv, cli_global *g) {
                 st.t_gen > 0 ? st.n_gen / st.t_gen : 0);
     rc = st.stop == GEN_STOP_INTERRUPT ? 130 : EXIT_OK;
 out:
+    stopstr_free(&a.stops);
     free(dump);
     free(text);
     gen_session_free(&gs);

@@ -89,6 +89,10 @@ int gen_run(gen_session *g, const int32_t *prompt, size_t np, const gen_opts *o,
         const char *txt;
         size_t len;
         if (tok_stream_push(&ts, id, &txt, &len, err) == 0 && len && o->on_text) o->on_text(o->ctx, txt, len);
+        if (o->stop_now && o->stop_now(o->ctx)) {
+            st->stop = GEN_STOP_TEXT;
+            break;
+        }
         if (eng_n_past(e) >= ctx) { /* the sampled token would not fit: stop before feeding it */
             st->stop = GEN_STOP_CONTEXT;
             break;

@@ -14,13 +14,14 @@
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
 
-typedef enum { GEN_STOP_TOKEN, GEN_STOP_LENGTH, GEN_STOP_CONTEXT, GEN_STOP_INTERRUPT } gen_stop;
+typedef enum { GEN_STOP_TOKEN, GEN_STOP_LENGTH, GEN_STOP_CONTEXT, GEN_STOP_INTERRUPT, GEN_STOP_TEXT } gen_stop;
 
 typedef struct {
     int max_new;                          /* <= 0: until a stop token or the end of the context */
     volatile sig_atomic_t *interrupt;     /* set by a SIGINT handler; may be NULL */
     void (*on_text)(void *ctx, const char *s, size_t n); /* streamed text (never half a character) */
     void (*on_id)(void *ctx, int32_t id); /* each generated id, stop token excluded; may be NULL */
+    int (*stop_now)(void *ctx);           /* asked after each token's text; nonzero stops (GEN_STOP_TEXT) */
     void *ctx;
     unsigned decode_flags;                /* TOK_DEC_SKIP_SPECIAL for chat */
 } gen_opts;

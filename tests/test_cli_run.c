@@ -127,3 +127,26 @@ TEST(run_refuses_a_damaged_file) {
     CHECK_CONTAINS(e, "is corrupt");
     free(o), free(e);
 }
+
+/* --stop: the greedy reply of run_greedy_matches_transformers_sample cut before the first stop string to
+ * be complete ("get" ends before "something" starts), and generation ends there (fewer tokens). */
+TEST(run_stop_strings_cut_the_reply) {
+    char *o, *e;
+    char *a1[] = {"run", DEMO, "-p", "Tell me a fortune.", "--temp", "0", "-n", "40", "--stop", "something",
+                  "--stop", "way to", "--stats", NULL};
+    if (!CHECK_INT(th_ernie(&o, &e, NULL, a1), 0)) FAIL("stderr: %s", e);
+    CHECK_STR(o, "The best \n");
+    int ngen = -1;
+    const char *g = strstr(e, "generation: ");
+    if (CHECK(g != NULL)) ngen = atoi(g + 12);
+    CHECK(ngen > 0 && ngen < 12); /* the whole reply is 12 or more tokens */
+    free(o), free(e);
+    char *a2[] = {"run", DEMO, "-p", "Tell me a fortune.", "--temp", "0", "-n", "40", "--stop", "no such text", NULL};
+    CHECK_INT(th_ernie(&o, &e, NULL, a2), 0);
+    CHECK_STR(o, "The best way to get something done is to be done.\n");
+    free(o), free(e);
+    char *a3[] = {"run", DEMO, "-p", "x", "--stop", "a", "--output", "ids", NULL};
+    CHECK_INT(th_ernie(&o, &e, NULL, a3), 2);
+    CHECK_CONTAINS(e, "--stop works on text");
+    free(o), free(e);
+}
