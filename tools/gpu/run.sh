@@ -6,7 +6,7 @@
 # the benchmark tables and a short summary are printed last.
 # Environment: SLOTS (default: every packed slot), TESTS (test filters, default all; `none` skips them),
 # BENCHES (default "gemv gemm"; empty skips them), BUDGET seconds for the whole call (default 540),
-# SASS (slots whose kernels' SASS to dump with cuobjdump into the logs, default none).
+# SASS (slots whose kernels' SASS to dump with cuobjdump, to $OUT/sass-SLOT.txt.xz, default none).
 # A slot whose folder holds a file `only` (e.g. "gemm") runs just those benchmarks and no tests: a
 # comparison build that needs no second test pass. A file `benches` there replaces BENCHES for that slot.
 # Benchmarks: gemv, gemm (T = 2048), gemm-small (the plain and MoE GEMMs at T = 16 and 64).
@@ -15,7 +15,10 @@ cd "$(dirname "$0")/../.."
 t0=$SECONDS
 left() { local l=$(( ${BUDGET:-540} - (SECONDS - t0) )); echo $(( l > 1 ? l : 1 )); }   # never 0: timeout 0 waits forever
 out=$(mktemp -d /tmp/gpu-logs.XXXXXX)
-trap 'tar cJf "${OUT:-/tmp}/logs.tar.xz" -C "$out" .' EXIT
+# The archive is rewritten after every step: a call killed at its limit (no EXIT trap after SIGKILL) still
+# brings back what was done. Written under a temporary name and renamed, so it is never half a file.
+save_logs() { tar cJf "${OUT:-/tmp}/logs.tar.xz.part" -C "$out" . && mv "${OUT:-/tmp}/logs.tar.xz.part" "${OUT:-/tmp}/logs.tar.xz"; }
+trap save_logs EXIT
 mkdir -p build/gpustage
 tar xJf build/gpucarry/bin.tar.xz -C build/gpustage || { echo "run.sh: cannot unpack build/gpucarry/bin.tar.xz"; exit 1; }
 slots=${SLOTS:-$(cd build/gpustage && ls -d */ | tr -d /)}
@@ -28,8 +31,9 @@ echo "torch bf16 8192^3: ${ref:-unmeasured} TFLOP/s"
 summary=""
 for s in ${SASS:-}; do   # this machine has no disassembler; the device machine's toolkit has one
     cuo=$(command -v cuobjdump || echo /usr/local/cuda/bin/cuobjdump)
-    timeout 90 "$cuo" -sass "build/gpustage/$s/ernie" 2>&1 | xz -1 > "$out/sass-$s.txt.xz"
-    summary+="$s sass: $(xz -dc "$out/sass-$s.txt.xz" | grep -c Function) functions"$'\n'
+    # its own file beside the archive: recompressing megabytes of SASS at every save_logs would cost device time
+    timeout 90 "$cuo" -sass "build/gpustage/$s/ernie" 2>&1 | xz -1 > "${OUT:-/tmp}/sass-$s.txt.xz"
+    summary+="$s sass: $(xz -dc "${OUT:-/tmp}/sass-$s.txt.xz" | grep -c Function) functions"$'\n'
 done
 for s in $slots; do
     d=build/gpustage/$s
@@ -39,6 +43,7 @@ for s in $slots; do
         rc=$?
         grep -E "^  FAIL" "$out/tests-$s.log" | head -20
         summary+="$s tests (rc $rc): $(tail -1 "$out/tests-$s.log")"$'\n'
+        save_logs
     fi
     for b in $(benches_of "$s"); do
         case $b in
@@ -50,6 +55,7 @@ for s in $slots; do
             *) echo "run.sh: unknown benchmark '$b' in BENCHES"; continue ;;
         esac
         summary+="$s bench $b rc $?"$'\n'
+        save_logs
     done
 done
 echo "== benchmarks (full tables in \$OUT/logs.tar.xz)"
