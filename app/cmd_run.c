@@ -1,6 +1,7 @@
 /* app/cmd_run.c: `ernie run MODEL`: one-shot generation for pipes and scripts. Only the generated text
  * (or ids) goes to stdout; everything else goes to stderr. */
 #include <errno.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +42,9 @@ const cli_command CMD_RUN = {
                "  ernie run model.ernie -p \"Why is the sky blue?\"\n"
                "  echo \"Summarise: ...\" | ernie run model.ernie --temp 0 -n 200\n"
                "  ernie run model.ernie --raw -p \"Once upon a time\" --output ids\n"
-               "  ernie run model.ernie -p \"List three colours, one per line.\" --stop $'\\n\\n'",
+               "  ernie run model.ernie -p \"List three colours, one per line.\" --stop $'\\n\\n'\n"
+               "With --json, stdout gets one object at the end instead of the stream: the text (or the ids), why it\n"
+               "stopped (stop_token, length, context, stop_string, interrupt), token counts and seconds.",
     .opts = run_opts,
 };
 
@@ -109,17 +112,35 @@ typedef struct {
     int first;
     stopstr *stops;
     int oom;
+    int json;     /* --json: collect, print one object at the end */
+    char *text;   /* the collected text (json) */
+    size_t ntext, captext;
+    json_t *idv;  /* the collected ids (json) */
 } out_ctx;
 
 static void write_out(void *c, const char *s, size_t n) {
-    (void)c;
-    fwrite(s, 1, n, stdout);
-    fflush(stdout);
+    out_ctx *o = c;
+    if (!o->json) {
+        fwrite(s, 1, n, stdout);
+        fflush(stdout);
+        return;
+    }
+    if (o->ntext + n + 1 > o->captext) {
+        size_t cap = (o->ntext + n + 1) * 2;
+        char *t = realloc(o->text, cap);
+        if (!t) {
+            o->oom = 1;
+            return;
+        }
+        o->text = t, o->captext = cap;
+    }
+    memcpy(o->text + o->ntext, s, n);
+    o->ntext += n;
 }
 
 static void put_text(void *c, const char *s, size_t n) {
     out_ctx *o = c;
-    if (stopstr_feed(o->stops, s, n, write_out, NULL) < 0) o->oom = 1;
+    if (stopstr_feed(o->stops, s, n, write_out, o) < 0) o->oom = 1;
 }
 
 static int stop_now(void *c) {
@@ -129,9 +150,44 @@ static int stop_now(void *c) {
 
 static void put_id(void *c, int32_t id) {
     out_ctx *o = c;
+    if (o->json) {
+        if (json_array_append_new(o->idv, json_integer(id))) o->oom = 1;
+        return;
+    }
     printf(o->first ? "%d" : " %d", id);
     o->first = 0;
     fflush(stdout);
+}
+
+static const char *stop_name(gen_stop s) {
+    switch (s) {
+    case GEN_STOP_TOKEN: return "stop_token";
+    case GEN_STOP_LENGTH: return "length";
+    case GEN_STOP_CONTEXT: return "context";
+    case GEN_STOP_INTERRUPT: return "interrupt";
+    case GEN_STOP_TEXT: return "stop_string";
+    }
+    return "?";
+}
+
+/* --json: the whole result as one object on stdout (the text, or the ids, and why and how fast). */
+static int print_json(out_ctx *o, const gen_stats *st) {
+    json_t *r = json_object();
+    if (!r) return -1;
+    int bad = 0;
+    if (o->ids) bad |= json_object_set(r, "ids", o->idv);
+    else bad |= json_object_set_new(r, "text", json_stringn(o->text ? o->text : "", o->ntext));
+    bad |= json_object_set_new(r, "stop", json_string(stop_name(st->stop)));
+    bad |= json_object_set_new(r, "prompt_tokens", json_integer(st->n_prompt));
+    bad |= json_object_set_new(r, "generated_tokens", json_integer(st->n_gen));
+    bad |= json_object_set_new(r, "prompt_seconds", json_real(st->t_prompt));
+    bad |= json_object_set_new(r, "generation_seconds", json_real(st->t_gen));
+    char *js = bad ? NULL : json_dumps(r, JSON_PRESERVE_ORDER);
+    json_decref(r);
+    if (!js) return -1;
+    printf("%s\n", js);
+    free(js);
+    return 0;
 }
 
 int cmd_run(int argc, char **argv, cli_global *g) {
@@ -152,6 +208,7 @@ int cmd_run(int argc, char **argv, cli_global *g) {
     err_t derr = {0};
     if (app_device_check(g->device, &derr)) return cli_fail("run: %s", derr.msg);
 
+    out_ctx oc = {.ids = !strcmp(a.output, "ids"), .first = 1, .stops = &a.stops, .json = g->json};
     /* the prompt text */
     char *text = NULL;
     size_t tlen = 0;
@@ -227,16 +284,20 @@ int cmd_run(int argc, char **argv, cli_global *g) {
     struct sigaction sa = {0};
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
-    out_ctx oc = {!strcmp(a.output, "ids"), 1, &a.stops, 0};
+    if (oc.json && oc.ids && !(oc.idv = json_array())) {
+        cli_fail("run: out of memory");
+        tok_ids_free(&ids);
+        goto out;
+    }
     gen_opts go = {.max_new = (int)a.ntok, .interrupt = &interrupted, .ctx = &oc, .decode_flags = TOK_DEC_SKIP_SPECIAL};
     if (oc.ids) go.on_id = put_id;
     else go.on_text = put_text, go.stop_now = stop_now;
     gen_stats st;
     int grc = gen_run(&gs, ids.v, ids.n, &go, &st, dump, &err);
-    if (!oc.ids) stopstr_finish(&a.stops, write_out, NULL);
+    if (!oc.ids) stopstr_finish(&a.stops, write_out, &oc);
     tok_ids_free(&ids);
     if (oc.oom && !grc) grc = err_set(&err, ERR_NOMEM, "out of memory for --stop");
-    if (oc.ids || st.n_gen) putchar('\n');
+    if (!oc.json && (oc.ids || st.n_gen)) putchar('\n');
     fflush(stdout);
     if (grc) {
         cli_fail("run: %s", err.msg);
@@ -253,6 +314,10 @@ int cmd_run(int argc, char **argv, cli_global *g) {
             goto out;
         }
     }
+    if (oc.json && print_json(&oc, &st)) {
+        cli_fail("run: out of memory for --json");
+        goto out;
+    }
     if (st.stop == GEN_STOP_CONTEXT) cli_warn("run: stopped at the end of the context (%lld tokens; raise -c)", ctx);
     if (a.stats)
         fprintf(stderr, "prompt: %d tokens in %.2fs (%.1f tok/s); generation: %d tokens in %.2fs (%.1f tok/s)\n",
@@ -261,6 +326,8 @@ int cmd_run(int argc, char **argv, cli_global *g) {
     rc = st.stop == GEN_STOP_INTERRUPT ? 130 : EXIT_OK;
 out:
     stopstr_free(&a.stops);
+    free(oc.text);
+    json_decref(oc.idv);
     free(dump);
     free(text);
     gen_session_free(&gs);

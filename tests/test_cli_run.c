@@ -150,3 +150,41 @@ TEST(run_stop_strings_cut_the_reply) {
     CHECK_CONTAINS(e, "--stop works on text");
     free(o), free(e);
 }
+
+/* --json: one object at the end instead of the stream; its text and counts agree with the plain output
+ * (transformers' greedy sample, 12 tokens) and with --output ids. */
+TEST(run_json_result) {
+    char *o, *e;
+    char *a1[] = {"--json", "run", DEMO, "-p", "Tell me a fortune.", "--temp", "0", "-n", "40", NULL};
+    if (!CHECK_INT(th_ernie(&o, &e, NULL, a1), 0)) FAIL("stderr: %s", e);
+    json_error_t je;
+    json_t *r = json_loads(o, 0, &je);
+    if (CHECK(r != NULL)) {
+        CHECK_STR(json_string_value(json_object_get(r, "text")), "The best way to get something done is to be done.");
+        CHECK_STR(json_string_value(json_object_get(r, "stop")), "stop_token");
+        CHECK_INT(json_integer_value(json_object_get(r, "generated_tokens")), 12);
+        CHECK(json_integer_value(json_object_get(r, "prompt_tokens")) > 0);
+        CHECK(json_real_value(json_object_get(r, "generation_seconds")) > 0);
+    }
+    json_decref(r);
+    free(o), free(e);
+    char *a2[] = {"run", DEMO, "-p", "Tell me a fortune.", "--temp", "0", "-n", "5", "--output", "ids", "--json", NULL};
+    char *a3[] = {"run", DEMO, "-p", "Tell me a fortune.", "--temp", "0", "-n", "5", "--output", "ids", NULL};
+    char *o3, *e3;
+    CHECK_INT(th_ernie(&o, &e, NULL, a2), 0);
+    CHECK_INT(th_ernie(&o3, &e3, NULL, a3), 0);
+    r = json_loads(o, 0, &je);
+    if (CHECK(r != NULL)) {
+        json_t *ids = json_object_get(r, "ids");
+        CHECK_INT((long long)json_array_size(ids), 5);
+        char line[128] = "";
+        for (size_t i = 0; i < json_array_size(ids); i++)
+            snprintf(line + strlen(line), sizeof line - strlen(line), i ? " %lld" : "%lld",
+                     (long long)json_integer_value(json_array_get(ids, i)));
+        strcat(line, "\n");
+        CHECK_STR(line, o3);
+        CHECK_STR(json_string_value(json_object_get(r, "stop")), "length");
+    }
+    json_decref(r);
+    free(o), free(e), free(o3), free(e3);
+}
