@@ -240,6 +240,7 @@ int cmd_chat(int argc, char **argv, cli_global *g) {
         cli_print_help(&CMD_CHAT);
         return EXIT_OK;
     }
+    if (g->json) return cli_usage_error(&CMD_CHAT, "--json has no meaning for a chat (for scripts: ernie run --json)");
     const char *path = np ? pos[0] : "demo";
     err_t err = {0};
     loaded_model *m = NULL;

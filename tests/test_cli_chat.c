@@ -35,6 +35,16 @@ TEST(chat_scripted_session_with_commands) {
     free(saved), free(o), free(e);
 }
 
+/* chat has no JSON report: the global flag is refused, not ignored */
+TEST(chat_refuses_json) {
+    char *o, *e;
+    char *args[] = {"--json", "chat", "--no-history", NULL};
+    CHECK_INT(th_ernie(&o, &e, "/exit\n", args), 2);
+    CHECK_CONTAINS(e, "--json has no meaning for a chat");
+    CHECK_STR(o, "");
+    free(o), free(e);
+}
+
 TEST(chat_drops_oldest_turns_when_context_is_full) {
     char script[8192] = "";
     for (int i = 0; i < 12; i++) strcat(script, "Tell me a fortune about the sea and the stars and the wind.\n");
