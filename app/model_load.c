@@ -19,6 +19,8 @@
 
 /* assets/demo.ernie, linked in by the Makefile (64-byte aligned). */
 extern const unsigned char ernie_asset_demo_start[], ernie_asset_demo_end[];
+/* how messages and reports name the built-in model */
+#define DEMO_LABEL "demo, built in"
 
 struct loaded_model {
     int demo;
@@ -120,7 +122,7 @@ int model_open_file(mf_file **out, const char *name, const char *cmd, err_t *err
     *out = NULL;
     if (!strcmp(name, "demo"))
         return mf_open_memory(out, ernie_asset_demo_start, (size_t)(ernie_asset_demo_end - ernie_asset_demo_start),
-                              "demo (built in)", err);
+                              DEMO_LABEL, err);
     struct stat st;
     if (stat(name, &st) == 0 && S_ISDIR(st.st_mode))
         return err_set(err, ERR_ARG,
@@ -136,7 +138,7 @@ int model_load(loaded_model **out, const char *path, int threads, err_t *err) {
     if (!m) return err_set(err, ERR_NOMEM, "out of memory");
     if (!strcmp(path, "demo")) {
         m->demo = 1;
-        if (open_modelfile(m, "demo (built in)", ernie_asset_demo_start,
+        if (open_modelfile(m, DEMO_LABEL, ernie_asset_demo_start,
                            (size_t)(ernie_asset_demo_end - ernie_asset_demo_start), err))
             goto fail;
         *out = m;
