@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,6 +144,7 @@ int th_run(char *const argv[], const char *stdin_text, char *const env[], char *
         close(pin[0]); close(pin[1]); close(pout[0]); close(pout[1]); close(perr[0]); close(perr[1]);
         if (env)
             for (int i = 0; env[i]; i++) putenv(env[i]);
+        signal(SIGPIPE, SIG_DFL); /* the runner ignores it (see main); the program under test must not */
         execvp(argv[0], argv);
         fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -221,6 +223,9 @@ static int cmp_tests(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
+    /* A program that exits without reading all of its stdin (a usage error) must not kill the runner
+     * while th_run is still writing that stdin: the write then fails with EPIPE and th_run stops. */
+    signal(SIGPIPE, SIG_IGN);
     const char *filters[64];
     int nfilters = 0, verbose = 0;
     for (int i = 1; i < argc; i++) {
