@@ -140,7 +140,6 @@ static const cli_opt *find_short(const cli_opt *tab, char c) {
     return NULL;
 }
 
-
 int cli_parse(const cli_command *cmd, int argc, char **argv, cli_global *g, cli_on_opt on_opt, void *ctx,
               const char **pos, int max_pos, int *npos) {
     int np = 0, only_pos = 0;

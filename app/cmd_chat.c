@@ -15,6 +15,7 @@
 #include "model_load.h"
 #include "sampling_flags.h"
 #include "term.h"
+#include "textbuf.h"
 #include "tokenizer/chat.h"
 
 enum { C_SYSTEM = 1, C_CTX, C_NTOK, C_NOHIST };
@@ -74,24 +75,10 @@ static void on_sigint(int s) {
     interrupted = 1;
 }
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} textbuf;
-
 static void on_text(void *c, const char *s, size_t n) {
-    textbuf *t = c;
     fwrite(s, 1, n, stdout);
     fflush(stdout);
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = (t->len + n + 1) * 2;
-        char *b = realloc(t->buf, cap);
-        if (!b) return;
-        t->buf = b, t->cap = cap;
-    }
-    memcpy(t->buf + t->len, s, n);
-    t->len += n;
-    t->buf[t->len] = 0;
+    (void)textbuf_append(c, s, n); /* out of memory: the reply is shown but not kept in the conversation */
 }
 
 typedef struct {
@@ -163,7 +150,7 @@ static void reply(chat_state *s) {
                     s->last.n_gen, s->last.t_gen > 0 ? s->last.n_gen / s->last.t_gen : 0, s->last.n_prompt,
                     s->last.t_prompt > 0 ? s->last.n_prompt / s->last.t_prompt : 0, term_sgr(stderr, T_RESET));
     }
-    free(tb.buf);
+    textbuf_free(&tb);
 }
 
 static int set_param(chat_state *s, const char *args) {

@@ -14,6 +14,7 @@
 #include "model_load.h"
 #include "sampling_flags.h"
 #include "stopstr.h"
+#include "textbuf.h"
 #include "tokenizer/chat.h"
 
 enum { R_PROMPT = 1, R_FILE, R_NTOK, R_RAW, R_SYSTEM, R_STATS, R_OUTPUT, R_DUMP, R_CTX, R_STOP };
@@ -113,8 +114,7 @@ typedef struct {
     stopstr *stops;
     int oom;
     int json;     /* --json: collect, print one object at the end */
-    char *text;   /* the collected text (json) */
-    size_t ntext, captext;
+    textbuf text; /* the collected text (json) */
     json_t *idv;  /* the collected ids (json) */
 } out_ctx;
 
@@ -123,19 +123,9 @@ static void write_out(void *c, const char *s, size_t n) {
     if (!o->json) {
         fwrite(s, 1, n, stdout);
         fflush(stdout);
-        return;
+    } else if (textbuf_append(&o->text, s, n)) {
+        o->oom = 1;
     }
-    if (o->ntext + n + 1 > o->captext) {
-        size_t cap = (o->ntext + n + 1) * 2;
-        char *t = realloc(o->text, cap);
-        if (!t) {
-            o->oom = 1;
-            return;
-        }
-        o->text = t, o->captext = cap;
-    }
-    memcpy(o->text + o->ntext, s, n);
-    o->ntext += n;
 }
 
 static void put_text(void *c, const char *s, size_t n) {
@@ -176,7 +166,7 @@ static int print_json(out_ctx *o, const gen_stats *st) {
     if (!r) return -1;
     int bad = 0;
     if (o->ids) bad |= json_object_set(r, "ids", o->idv);
-    else bad |= json_object_set_new(r, "text", json_stringn(o->text ? o->text : "", o->ntext));
+    else bad |= json_object_set_new(r, "text", json_stringn(o->text.buf ? o->text.buf : "", o->text.len));
     bad |= json_object_set_new(r, "stop", json_string(stop_name(st->stop)));
     bad |= json_object_set_new(r, "prompt_tokens", json_integer(st->n_prompt));
     bad |= json_object_set_new(r, "generated_tokens", json_integer(st->n_gen));
@@ -296,7 +286,7 @@ int cmd_run(int argc, char **argv, cli_global *g) {
     int grc = gen_run(&gs, ids.v, ids.n, &go, &st, dump, &err);
     if (!oc.ids) stopstr_finish(&a.stops, write_out, &oc);
     tok_ids_free(&ids);
-    if (oc.oom && !grc) grc = err_set(&err, ERR_NOMEM, "out of memory for --stop");
+    if (oc.oom && !grc) grc = err_set(&err, ERR_NOMEM, "out of memory");
     if (!oc.json && (oc.ids || st.n_gen)) putchar('\n');
     fflush(stdout);
     if (grc) {
@@ -326,7 +316,7 @@ int cmd_run(int argc, char **argv, cli_global *g) {
     rc = st.stop == GEN_STOP_INTERRUPT ? 130 : EXIT_OK;
 out:
     stopstr_free(&a.stops);
-    free(oc.text);
+    textbuf_free(&oc.text);
     json_decref(oc.idv);
     free(dump);
     free(text);

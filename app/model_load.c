@@ -21,6 +21,7 @@
 extern const unsigned char ernie_asset_demo_start[], ernie_asset_demo_end[];
 /* how messages and reports name the built-in model */
 #define DEMO_LABEL "demo, built in"
+#define DEMO_BYTES ernie_asset_demo_start, (size_t)(ernie_asset_demo_end - ernie_asset_demo_start)
 
 struct loaded_model {
     int demo;
@@ -121,8 +122,7 @@ static int verify_file(const mf_file *f, int threads, err_t *err) {
 int model_open_file(mf_file **out, const char *name, const char *cmd, err_t *err) {
     *out = NULL;
     if (!strcmp(name, "demo"))
-        return mf_open_memory(out, ernie_asset_demo_start, (size_t)(ernie_asset_demo_end - ernie_asset_demo_start),
-                              DEMO_LABEL, err);
+        return mf_open_memory(out, DEMO_BYTES, DEMO_LABEL, err);
     struct stat st;
     if (stat(name, &st) == 0 && S_ISDIR(st.st_mode))
         return err_set(err, ERR_ARG,
@@ -138,9 +138,7 @@ int model_load(loaded_model **out, const char *path, int threads, err_t *err) {
     if (!m) return err_set(err, ERR_NOMEM, "out of memory");
     if (!strcmp(path, "demo")) {
         m->demo = 1;
-        if (open_modelfile(m, DEMO_LABEL, ernie_asset_demo_start,
-                           (size_t)(ernie_asset_demo_end - ernie_asset_demo_start), err))
-            goto fail;
+        if (open_modelfile(m, DEMO_LABEL, DEMO_BYTES, err)) goto fail;
         *out = m;
         return 0;
     }

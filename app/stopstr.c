@@ -1,7 +1,6 @@
 /* app/stopstr.c: see stopstr.h. */
 #include "stopstr.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 void stopstr_init(stopstr *f) { memset(f, 0, sizeof *f); }
@@ -19,7 +18,7 @@ static size_t pending_suffix(const stopstr *f, size_t n) {
     for (int i = 0; i < f->n; i++) {
         size_t m = f->len[i] - 1 < n ? f->len[i] - 1 : n;
         for (size_t k = m; k > best; k--)
-            if (!memcmp(f->held + n - k, f->s[i], k)) {
+            if (!memcmp(f->held.buf + n - k, f->s[i], k)) {
                 best = k;
                 break;
             }
@@ -33,42 +32,36 @@ int stopstr_feed(stopstr *f, const char *s, size_t n, stopstr_out out, void *ctx
         if (n) out(ctx, s, n);
         return 0;
     }
-    if (f->nheld + n > f->cap) {
-        size_t cap = (f->nheld + n) * 2 + 64;
-        char *h = realloc(f->held, cap);
-        if (!h) return -1;
-        f->held = h, f->cap = cap;
-    }
-    memcpy(f->held + f->nheld, s, n);
-    f->nheld += n;
+    if (textbuf_append(&f->held, s, n)) return -1;
+    const char *h = f->held.buf;
+    const size_t nh = f->held.len;
     /* The first stop string to be complete: the earliest end, and of those the earliest start, so the
      * result does not depend on how the text was cut (a later, longer one may have started earlier). */
-    size_t first = f->nheld;
-    for (size_t end = 1; end <= f->nheld && first == f->nheld; end++)
+    size_t first = nh;
+    for (size_t end = 1; end <= nh && first == nh; end++)
         for (int i = 0; i < f->n; i++)
-            if (f->len[i] <= end && end - f->len[i] < first && !memcmp(f->held + end - f->len[i], f->s[i], f->len[i]))
+            if (f->len[i] <= end && end - f->len[i] < first && !memcmp(h + end - f->len[i], f->s[i], f->len[i]))
                 first = end - f->len[i];
-    if (first < f->nheld) {
-        if (first) out(ctx, f->held, first);
+    if (first < nh) {
+        if (first) out(ctx, h, first);
         f->hit = 1;
-        f->nheld = 0;
+        textbuf_keep_tail(&f->held, 0);
         return 1;
     }
-    size_t keep = pending_suffix(f, f->nheld);
-    if (f->nheld > keep) {
-        out(ctx, f->held, f->nheld - keep);
-        memmove(f->held, f->held + f->nheld - keep, keep);
-        f->nheld = keep;
+    size_t keep = pending_suffix(f, nh);
+    if (nh > keep) {
+        out(ctx, h, nh - keep);
+        textbuf_keep_tail(&f->held, keep);
     }
     return 0;
 }
 
 void stopstr_finish(stopstr *f, stopstr_out out, void *ctx) {
-    if (!f->hit && f->nheld) out(ctx, f->held, f->nheld);
-    f->nheld = 0;
+    if (!f->hit && f->held.len) out(ctx, f->held.buf, f->held.len);
+    textbuf_keep_tail(&f->held, 0);
 }
 
 void stopstr_free(stopstr *f) {
-    free(f->held);
+    textbuf_free(&f->held);
     memset(f, 0, sizeof *f);
 }

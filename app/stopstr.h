@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "textbuf.h"
+
 #define STOPSTR_MAX 8
 
 typedef void (*stopstr_out)(void *ctx, const char *s, size_t n);
@@ -15,8 +17,7 @@ typedef struct {
     const char *s[STOPSTR_MAX]; /* not copied: the caller keeps them alive */
     size_t len[STOPSTR_MAX];
     int n;
-    char *held; /* text not written yet: a possible start of a stop string */
-    size_t nheld, cap;
+    textbuf held; /* text not written yet: a possible start of a stop string */
     int hit; /* a stop string was completed */
 } stopstr;
 
