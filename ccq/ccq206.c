@@ -69,7 +69,7 @@ __attribute__((target("avx2,fma"))) static void build_lut_avx2(float cs, float z
 static void (*build_lut_fn)(float, float, float *);
 static pthread_once_t lut_once = PTHREAD_ONCE_INIT;
 static void lut_pick(void) {
-    build_lut_fn = ccq_cpu_avx2() && __builtin_cpu_supports("fma") ? build_lut_avx2 : build_lut_c;
+    build_lut_fn = simd_avx2() && __builtin_cpu_supports("fma") ? build_lut_avx2 : build_lut_c;
 }
 static void build_lut(float cs, float zp, float *lut) {
     pthread_once(&lut_once, lut_pick);
@@ -127,17 +127,22 @@ static void decode(const rowctx *rc, int64_t k0, int n, float *out) {
     }
 }
 
-/* Decode and dot in registers: each index byte's 4-vector from the row's table against four inputs. */
-static float dot1(const rowctx *rc, int64_t k0, const float *x) {
+/* Decode and dot in registers: each index byte's 4-vector from the row's table against four inputs;
+ * four accumulators, so that the additions do not wait on each other. */
+static inline v4f group_vec(const rowctx *rc, int64_t k0, const float *x, float *scale) {
     int64_t g = k0 / G;
     const uint8_t *b = rc->q + g * GQ;
-    v4f a0 = {0}, a1 = {0};
-    for (int j = 0; j < GQ; j += 2) {
+    v4f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    for (int j = 0; j < GQ; j += 4) {
         a0 += ld4(rc->lut + 4 * b[j]) * ld4(x + 4 * j);
         a1 += ld4(rc->lut + 4 * b[j + 1]) * ld4(x + 4 * j + 4);
+        a2 += ld4(rc->lut + 4 * b[j + 2]) * ld4(x + 4 * j + 8);
+        a3 += ld4(rc->lut + 4 * b[j + 3]) * ld4(x + 4 * j + 12);
     }
-    return (float)local4_get(rc->loc, g) * rc->scale * hsum4(a0 + a1);
+    *scale = (float)local4_get(rc->loc, g) * rc->scale;
+    return (a0 + a1) + (a2 + a3);
 }
+DOTROW_BY_GROUPS(dotrow, group_vec)
 
 /* ---- encoding ---- */
 
@@ -369,7 +374,7 @@ static void (*scan_pairs)(const uint64_t *, const ptab *, const wtab *, float *,
 static void (*ptab_fill)(ptab *, const wtab *);
 static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
 static void pick(void) {
-    int avx2 = ccq_cpu_avx2();
+    int avx2 = simd_avx2();
     scan = avx2 ? scan_avx2 : scan_c;
     wtab_fill = avx2 ? wtab_fill_avx2 : wtab_fill_c;
     scan_pairs = avx2 ? scan_pairs_avx2 : scan_pairs_c;
@@ -561,7 +566,7 @@ const base_codec CODEC_CCQ206 = {
     .validate = validate,
     .row_begin = row_begin,
     .decode = decode,
-    .dot1 = dot1,
+    .dotrow = dotrow,
     .scratch = scratch,
     .encode_row = encode_row,
 };

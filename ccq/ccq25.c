@@ -51,19 +51,27 @@ static void decode(const rowctx *rc, int64_t k0, int n, float *out) {
     out[63] = (float)((w9 >> 13) - 4) * s;
 }
 
-/* Decode and dot in registers: per word, three weights (and a zero) and four weights against inputs. */
-static float dot1(const rowctx *rc, int64_t k0, const float *x) {
+/* Decode and dot in registers: per word, three weights (and a zero) and four weights against inputs;
+ * even and odd words in their own accumulators; weight 63 in lane 0. */
+static inline v4f group_vec(const rowctx *rc, int64_t k0, const float *x, float *scale) {
     const uint8_t *b = rc->q + (k0 / G) * GW * 2;
-    v4f a0 = {0}, a1 = {0};
-    for (int z = 0; z < 9; z++) {
-        uint16_t w = ld_u16(b + 2 * z);
+    v4f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    for (int z = 0; z < 8; z += 2) {
+        uint16_t w = ld_u16(b + 2 * z), v = ld_u16(b + 2 * z + 2);
         a0 += ld4(luta[w >> 9]) * ld4(x + 7 * z); /* the fourth input meets the table's zero */
         a1 += ld4(lutb[w & 511]) * ld4(x + 7 * z + 3);
+        a2 += ld4(luta[v >> 9]) * ld4(x + 7 * z + 7);
+        a3 += ld4(lutb[v & 511]) * ld4(x + 7 * z + 10);
     }
+    uint16_t w = ld_u16(b + 16);
+    a0 += ld4(luta[w >> 9]) * ld4(x + 56);
+    a1 += ld4(lutb[w & 511]) * ld4(x + 59);
     uint16_t w9 = ld_u16(b + 18);
-    float s = (float)(w9 & 0x1FFF) * rc->scale;
-    return s * (hsum4(a0 + a1) + (float)((w9 >> 13) - 4) * x[63]);
+    const v4f w63 = {(float)((w9 >> 13) - 4) * x[63], 0, 0, 0};
+    *scale = (float)(w9 & 0x1FFF) * rc->scale;
+    return ((a0 + a1) + (a2 + a3)) + w63;
 }
+DOTROW_BY_GROUPS(dotrow, group_vec)
 
 /* Exact codes for one group at scale s: Viterbi for each half of each word, weight 63 by itself. The
  * 9 words are independent searches, so they run side by side in vector lanes (CONV_SEARCH_LANES: the
@@ -144,7 +152,7 @@ const base_codec CODEC_CCQ25 = {
     .validate = validate,
     .row_begin = row_begin,
     .decode = decode,
-    .dot1 = dot1,
+    .dotrow = dotrow,
     .scratch = scratch,
     .encode_row = encode_row,
 };

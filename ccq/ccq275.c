@@ -43,18 +43,23 @@ static void decode(const rowctx *rc, int64_t k0, int n, float *out) {
     out[63] = (float)((b[21] >> 4) - 8) * s;
 }
 
-/* Decode and dot in registers: each byte's three weights (and a zero) against four inputs. */
-static float dot1(const rowctx *rc, int64_t k0, const float *x) {
+/* Decode and dot in registers: each byte's three weights (and a zero) against four inputs, four
+ * accumulators; weight 63 in lane 0. */
+static inline v4f group_vec(const rowctx *rc, int64_t k0, const float *x, float *scale) {
     const uint8_t *b = rc->q + (k0 / G) * GB;
-    v4f a0 = {0}, a1 = {0};
-    for (int j = 0; j < 20; j += 2) {
+    v4f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    for (int j = 0; j < 20; j += 4) {
         a0 += ld4(lut[b[j]]) * ld4(x + 3 * j);
         a1 += ld4(lut[b[j + 1]]) * ld4(x + 3 * j + 3);
+        a2 += ld4(lut[b[j + 2]]) * ld4(x + 3 * j + 6);
+        a3 += ld4(lut[b[j + 3]]) * ld4(x + 3 * j + 9);
     }
     a0 += ld4(lut[b[20]]) * ld4(x + 60); /* x[63] meets the table's zero */
-    float s = (float)(b[21] & 15) * rc->scale;
-    return s * (hsum4(a0 + a1) + (float)((b[21] >> 4) - 8) * x[63]);
+    const v4f w63 = {(float)((b[21] >> 4) - 8) * x[63], 0, 0, 0};
+    *scale = (float)(b[21] & 15) * rc->scale;
+    return ((a0 + a1) + (a2 + a3)) + w63;
 }
+DOTROW_BY_GROUPS(dotrow, group_vec)
 
 /* Exact codes for one group at scale s: Viterbi per byte, the free weight 63 by itself. The 21 bytes
  * are independent searches, so they run side by side in vector lanes (CONV_SEARCH_LANES: the same
@@ -129,7 +134,7 @@ const base_codec CODEC_CCQ275 = {
     .validate = validate,
     .row_begin = row_begin,
     .decode = decode,
-    .dot1 = dot1,
+    .dotrow = dotrow,
     .scratch = scratch,
     .encode_row = encode_row,
 };

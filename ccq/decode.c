@@ -119,7 +119,7 @@ __attribute__((target("avx2"))) static void kernel8(const float (*w)[G], const f
 }
 static void (*kernel64)(const float (*)[G], const float *, int64_t, int64_t, float *);
 static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
-static void pick(void) { kernel64 = ccq_cpu_avx2() ? kernel8 : kernel4; }
+static void pick(void) { kernel64 = simd_avx2() ? kernel8 : kernel4; }
 #else
 static void (*const kernel64)(const float (*)[G], const float *, int64_t, int64_t, float *) = kernel4;
 static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
@@ -136,14 +136,12 @@ int ccq_dot(const ccq_tensor *t, int64_t r0, int64_t r1, const float *x, int64_t
                        (long long)r1, (long long)t->rows, (long long)T, (long long)ldx, (long long)ldy);
     const int64_t K = t->cols;
     const base_codec *codec = codec_of(t->fmt.base);
-    if (T == 1 && codec->dot1 && !t->fmt.icq && !t->fmt.crvq) {
+    if (T == 1 && codec->dotrow && !t->fmt.icq && !t->fmt.crvq) {
         /* One vector (the decode step): decode and multiply in registers, nothing stored. */
         rowctx rc;
         for (int64_t r = r0; r < r1; r++) {
             rd_begin(&rc, t, r);
-            float s = 0;
-            for (int64_t k0 = 0; k0 < K; k0 += G) s += codec->dot1(&rc, k0, x + k0);
-            y[r - r0] = s;
+            y[r - r0] = codec->dotrow(&rc, x);
         }
         return 0;
     }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "base/simd.h"
 #include "ccq.h"
 #include "codes.h"
 
@@ -110,9 +111,20 @@ static inline void st4(float *p, v4f v) { memcpy(p, &v, sizeof v); }
         }                                                                                                   \
     }
 
-/* 1 when the 8-wide AVX2 paths may run: the CPU has AVX2 and ERNIE_NO_AVX2 is unset or empty (ccq/simd.c).
- * Each caller asks once (pthread_once) and keeps the answer. */
-int ccq_cpu_avx2(void);
+/* The dotrow hook of a format with one scale per group of 64: GROUP_VEC(rc, k0, x, &scale), an inline
+ * function of the format's file, gives a group's unscaled products summed into 4 lanes and its scale;
+ * the lanes of all groups are added up scaled, in order of k, and summed once at the end (no
+ * horizontal sum per group). K is a multiple of 64 for these formats. */
+#define DOTROW_BY_GROUPS(name, GROUP_VEC)                                                                 \
+    static float name(const rowctx *rc, const float *x) {                                                 \
+        v4f acc_ = {0};                                                                                   \
+        for (int64_t k0_ = 0; k0_ < rc->K; k0_ += G) {                                                    \
+            float s_;                                                                                     \
+            const v4f v_ = GROUP_VEC(rc, k0_, x + k0_, &s_);                                              \
+            acc_ += v_ * s_;                                                                              \
+        }                                                                                                 \
+        return hsum4(acc_);                                                                               \
+    }
 
 /* The group search of a format whose code words are searched side by side in lanes: BODY(VF, VI, W) is
  * the body of `float f(x, h, m, s, codes, u)` for vectors VF/VI of W lanes. Defines the grp_coder hook
@@ -126,7 +138,7 @@ int ccq_cpu_avx2(void);
         BODY(v8f, v8i, 8)                                                                                    \
     }                                                                                                        \
     static float (*search_fn)(const float *, const float *, const float *, float, uint8_t *, float *);       \
-    static void search_pick_(void) { search_fn = ccq_cpu_avx2() ? search_avx2 : search_c; }
+    static void search_pick_(void) { search_fn = simd_avx2() ? search_avx2 : search_c; }
 #else
 #define LANE_SEARCH_AVX2_(BODY)                                                                              \
     static float (*const search_fn)(const float *, const float *, const float *, float, uint8_t *,           \
@@ -184,10 +196,11 @@ typedef struct {
     void (*row_begin)(rowctx *rc);
     /* Decodes base weights [k0, k0 + n) of the row, final values; k0 % 64 == 0, n <= 64. */
     void (*decode)(const rowctx *rc, int64_t k0, int n, float *out);
-    /* Optional: the dot product of the base group at k0 with x[0..64) without storing the weights
-     * (ccq_dot's path for one vector and no modifiers). Must equal decode-then-dot up to the order of
-     * the additions. */
-    float (*dot1)(const rowctx *rc, int64_t k0, const float *x);
+    /* Optional: the row's dot product with x[0..K) without storing the weights (ccq_dot's path for
+     * one vector and no modifiers, the CPU's decode step). Equals decode-then-dot up to rounding: the
+     * order of the additions, and scales applied once per group or row to the sum. Must give the same
+     * bits on every CPU (4-wide vectors only, or base/vdot.h). */
+    float (*dotrow)(const rowctx *rc, const float *x);
     /* Scratch bytes encode_row needs for a row of K. */
     size_t (*scratch)(int64_t K);
     /* Encodes row r from x[K], importance h[K] (>= 0) and per-position multipliers m[K] (NULL: all 1),

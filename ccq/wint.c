@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "base/bf16.h"
+#include "base/vdot.h"
 #include "internal.h"
 
 /* ---- bf16 ---- */
@@ -33,6 +34,8 @@ static void bf_decode(const rowctx *rc, int64_t k0, int n, float *out) {
     for (int i = 0; i < n; i++) out[i] = bf16_to_f32(ld_u16(rc->q + 2 * (k0 + i)));
 }
 
+static float bf_dotrow(const rowctx *rc, const float *x) { return vd_bf16(rc->q, x, rc->K); }
+
 static size_t no_scratch(int64_t K) { return (size_t)K * sizeof(float) * 2; }
 
 static void bf_encode_row(const float *x, const float *h, const float *m, int64_t K, void *work, ccq_tensor *t,
@@ -44,7 +47,8 @@ static void bf_encode_row(const float *x, const float *h, const float *m, int64_
 
 const base_codec CODEC_BF16 = {
     .name = "bf16", .kmult = 1, .nparts = 1, .layout = bf_layout, .validate = bf_validate,
-    .row_begin = bf_row_begin, .decode = bf_decode, .scratch = no_scratch, .encode_row = bf_encode_row,
+    .row_begin = bf_row_begin, .decode = bf_decode, .dotrow = bf_dotrow, .scratch = no_scratch,
+    .encode_row = bf_encode_row,
 };
 
 /* ---- RTN with one scale per row ---- */
@@ -140,6 +144,10 @@ static void w4_decode(const rowctx *rc, int64_t k0, int n, float *out) {
     }
 }
 
+static float w8_dotrow(const rowctx *rc, const float *x) { return vd_i8((const int8_t *)rc->q, x, rc->K) * rc->scale; }
+
+static float w4_dotrow(const rowctx *rc, const float *x) { return vd_u4(rc->q, x, rc->K) * rc->scale; }
+
 static void w8_encode_row(const float *x, const float *h, const float *m, int64_t K, void *work, ccq_tensor *t,
                           int64_t r) {
     int8_t *tq = (int8_t *)work;
@@ -159,10 +167,12 @@ static void w4_encode_row(const float *x, const float *h, const float *m, int64_
 
 const base_codec CODEC_WINT8 = {
     .name = "wint8", .kmult = 1, .nparts = 2, .layout = w_layout8, .validate = w_validate,
-    .row_begin = w8_row_begin, .decode = w8_decode, .scratch = rtn_scratch, .encode_row = w8_encode_row,
+    .row_begin = w8_row_begin, .decode = w8_decode, .dotrow = w8_dotrow, .scratch = rtn_scratch,
+    .encode_row = w8_encode_row,
 };
 
 const base_codec CODEC_WINT4 = {
     .name = "wint4", .kmult = 2, .nparts = 2, .layout = w_layout4, .validate = w_validate,
-    .row_begin = w4_row_begin, .decode = w4_decode, .scratch = rtn_scratch, .encode_row = w4_encode_row,
+    .row_begin = w4_row_begin, .decode = w4_decode, .dotrow = w4_dotrow, .scratch = rtn_scratch,
+    .encode_row = w4_encode_row,
 };

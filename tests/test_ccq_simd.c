@@ -1,7 +1,7 @@
 /* tests/test_ccq_simd.c: a model file and the logits computed from it do not depend on the CPU. The CCQ
- * encoders and the CPU decode have 4-wide and 8-wide (AVX2) paths chosen at run time; ERNIE_NO_AVX2=1
- * forces the 4-wide ones, so on an AVX2 machine both run here: the same import with each must give the
- * same bytes, and the same prompt the same logits, bit for bit. (On a machine without AVX2 both runs
+ * encoders, the CPU decode and the row dots (base/vdot.h) have 4-wide and 8-wide (AVX2) paths chosen at
+ * run time; ERNIE_NO_AVX2=1 forces the 4-wide ones, so on an AVX2 machine both run here: the same import
+ * with each must give the same bytes, and the same prompt the same logits, bit for bit. (On a machine without AVX2 both runs
  * take the 4-wide paths and the test only checks that they repeat.) */
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,4 +49,6 @@ TEST(ccq_files_and_logits_do_not_depend_on_the_cpu) {
     same_bytes("fit80"); /* ccq2.06 experts */
     same_bytes("q2.5");
     same_bytes("q2.75");
+    same_bytes("wint8"); /* the row dots of base/vdot.h: int8, and bf16 embeddings and head */
+    same_bytes("wint4");
 }

@@ -1,13 +1,15 @@
 /* kernels/cpu/cpu_matmul.c: weights on the CPU and the products that read them.
  *
  * A weight stays where the model file's map put it: nothing is copied or expanded. bf16 and f32 rows
- * are read directly; quantized formats go through the codec's fused batched dot (cpu_qdot.c), which
+ * are read directly (base/vdot.h: the same bits on every CPU, and for one token or many); quantized
+ * formats go through the codec's fused batched dot (cpu_qdot.c), which
  * decodes each group once and uses it for every token of the chunk. Rows are split over the thread
  * pool; each thread owns whole output rows, so no two threads write the same value. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/bf16.h"
+#include "base/vdot.h"
 #include "cpu_backend.h"
 
 be_weight *cpu_weight_load(be *b, const be_weight_src *src, err_t *err) {
@@ -86,22 +88,19 @@ static void mm_range(void *ctx, int64_t r0, int64_t r1, int tid) {
         cpu_qweight_dot(W, j->row0 + r0, j->row0 + r1, j->x, j->T, j->y + r0, j->N);
         return;
     }
+    if (j->T == 1) { /* the decode step: convert in registers */
+        for (int64_t r = r0; r < r1; r++) {
+            size_t at = (size_t)(j->row0 + r) * (size_t)K;
+            j->y[r] = W->kind == CPU_W_F32 ? vd_f32((const float *)W->data + at, j->x, K)
+                                           : vd_bf16((const uint16_t *)W->data + at, j->x, K);
+        }
+        return;
+    }
+    /* several tokens: the row converted once, then the same dot (same bits as one token at a time) */
     float *row = j->scratch + (size_t)tid * (size_t)K;
     for (int64_t r = r0; r < r1; r++) {
         row_f32(W, j->row0 + r, row);
-        for (int t = 0; t < j->T; t++) {
-            const float *xv = j->x + (size_t)t * K;
-            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-            int64_t k = 0;
-            for (; k + 4 <= K; k += 4) {
-                s0 += row[k] * xv[k];
-                s1 += row[k + 1] * xv[k + 1];
-                s2 += row[k + 2] * xv[k + 2];
-                s3 += row[k + 3] * xv[k + 3];
-            }
-            for (; k < K; k++) s0 += row[k] * xv[k];
-            j->y[(size_t)t * j->N + r] = (s0 + s1) + (s2 + s3);
-        }
+        for (int t = 0; t < j->T; t++) j->y[(size_t)t * j->N + r] = vd_f32(row, j->x + (size_t)t * K, K);
     }
 }
 

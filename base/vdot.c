@@ -1,0 +1,162 @@
+/* base/vdot.c: row dot products with a fixed order of additions (base/vdot.h).
+ *
+ * One body per width (VD_BODY4, VD_BODY8), instantiated per weight type: W-lane vectors, 32 / W
+ * accumulators, so that lane l of accumulator i always holds element offset W i + l of each 32-element
+ * chunk, and the lanes laid out in order are the same 32 sums for both widths. The loads
+ * are macros, not functions: a function passing 32-byte vectors outside an AVX2 function changes the
+ * ABI (and GCC warns). */
+#include <pthread.h>
+#include <string.h>
+
+#include "simd.h"
+#include "vdot.h"
+
+#define LANES 32
+
+/* The fixed tree over the 32 lane sums. */
+static float tree32(float *f) {
+    for (int w = LANES / 2; w; w >>= 1)
+        for (int i = 0; i < w; i++) f[i] += f[i + w];
+    return f[0];
+}
+
+/* weight k of a row at any alignment */
+static float ld_f32(const unsigned char *w, int64_t k) {
+    float f;
+    memcpy(&f, w + 4 * k, sizeof f);
+    return f;
+}
+static float ld_bf16(const unsigned char *w, int64_t k) {
+    uint16_t h;
+    memcpy(&h, w + 2 * k, sizeof h);
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* LOAD(o): the W weights at offset o as a VF; ONE(k): weight k as a float, for the tail. The
+ * accumulators are named, not an array: GCC kept an array in memory. */
+#define VD_STEP(VF, W, LOAD, i, a)                                                                         \
+    do {                                                                                                   \
+        VF x_;                                                                                             \
+        memcpy(&x_, x + k_ + (W) * (i), sizeof x_);                                                        \
+        a += LOAD(k_ + (W) * (i)) * x_;                                                                    \
+    } while (0)
+#define VD_TAIL(ONE)                                                                                       \
+    for (; k_ < K; k_++) f_[k_ % LANES] += ONE(k_) * x[k_];                                                \
+    return tree32(f_);
+#define VD_BODY4(LOAD, ONE)                                                                                \
+    f4 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};                     \
+    int64_t k_ = 0;                                                                                        \
+    for (; k_ + LANES <= K; k_ += LANES) {                                                                 \
+        VD_STEP(f4, 4, LOAD, 0, a0); VD_STEP(f4, 4, LOAD, 1, a1); VD_STEP(f4, 4, LOAD, 2, a2);             \
+        VD_STEP(f4, 4, LOAD, 3, a3); VD_STEP(f4, 4, LOAD, 4, a4); VD_STEP(f4, 4, LOAD, 5, a5);             \
+        VD_STEP(f4, 4, LOAD, 6, a6); VD_STEP(f4, 4, LOAD, 7, a7);                                          \
+    }                                                                                                      \
+    float f_[LANES];                                                                                       \
+    const f4 all_[8] = {a0, a1, a2, a3, a4, a5, a6, a7};                                                   \
+    memcpy(f_, all_, sizeof f_);                                                                           \
+    VD_TAIL(ONE)
+#define VD_BODY8(LOAD, ONE)                                                                                \
+    f8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                                             \
+    int64_t k_ = 0;                                                                                        \
+    for (; k_ + LANES <= K; k_ += LANES) {                                                                 \
+        VD_STEP(f8, 8, LOAD, 0, a0); VD_STEP(f8, 8, LOAD, 1, a1);                                          \
+        VD_STEP(f8, 8, LOAD, 2, a2); VD_STEP(f8, 8, LOAD, 3, a3);                                          \
+    }                                                                                                      \
+    float f_[LANES];                                                                                       \
+    const f8 all_[4] = {a0, a1, a2, a3};                                                                   \
+    memcpy(f_, all_, sizeof f_);                                                                           \
+    VD_TAIL(ONE)
+
+typedef float f4 __attribute__((vector_size(16)));
+typedef int32_t i4 __attribute__((vector_size(16)));
+typedef uint32_t u4v __attribute__((vector_size(16)));
+typedef uint16_t h4 __attribute__((vector_size(8)));
+typedef int8_t b4 __attribute__((vector_size(4)));
+typedef float f8 __attribute__((vector_size(32)));
+
+/* the generic loads (HV, BV: vectors of the stored type; IV, UV: int32 / uint32 vectors of as many lanes) */
+#define LD_F32(VF, o) ({ VF v_; memcpy(&v_, w + 4 * (o), sizeof v_); v_; })
+#define LD_BF16(VF, UV, HV, o) ({ HV h_; memcpy(&h_, w + 2 * (o), sizeof h_); (VF)(__builtin_convertvector(h_, UV) << 16); })
+#define LD_I8(VF, IV, BV, o) ({ BV b_; memcpy(&b_, q + (o), sizeof b_); __builtin_convertvector(__builtin_convertvector(b_, IV), VF); })
+/* W nibbles from W / 2 bytes (o even): the bytes as one little-endian word, shifted per lane */
+#define LD_U4(VF, IV, UV, WT, SH, o)                                                                       \
+    ({                                                                                                     \
+        WT b_;                                                                                             \
+        memcpy(&b_, q + (o) / 2, sizeof b_);                                                               \
+        UV n_ = (((UV){0} + (uint32_t)b_) >> (UV)SH) & 15u;                                               \
+        __builtin_convertvector((IV)n_ - 8, VF);                                                           \
+    })
+#define SH4 {0, 4, 8, 12}
+#define SH8 (0, 4, 8, 12, 16, 20, 24, 28)
+
+#define ONE_F32(k) ld_f32(w, k)
+#define ONE_BF16(k) ld_bf16(w, k)
+#define ONE_I8(k) (float)q[k]
+#define ONE_U4(k) (float)((int)((q[(k) / 2] >> ((k) & 1 ? 4 : 0)) & 15) - 8)
+
+#define L4_F32(o) LD_F32(f4, o)
+#define L4_BF16(o) LD_BF16(f4, u4v, h4, o)
+#define L4_I8(o) LD_I8(f4, i4, b4, o)
+#define L4_U4(o) LD_U4(f4, i4, u4v, uint16_t, SH4, o)
+/* AVX2: the conversions by intrinsics (GCC 12 turned the generic int8 conversion into scalar code) */
+#define L8_F32(o) LD_F32(f8, o)
+#define L8_BF16(o) ((f8)_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(w + 2 * (o)))), 16)))
+#define L8_I8(o) ((f8)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(q + (o))))))
+#define L8_U4(o)                                                                                           \
+    ({                                                                                                     \
+        uint32_t b_;                                                                                       \
+        memcpy(&b_, q + (o) / 2, sizeof b_);                                                               \
+        const __m256i n_ = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)b_), _mm256_setr_epi32 SH8), \
+                                            _mm256_set1_epi32(15));                                        \
+        (f8)_mm256_cvtepi32_ps(_mm256_sub_epi32(n_, _mm256_set1_epi32(8)));                                \
+    })
+
+/* the byte view of a f32 / bf16 row: every access goes through memcpy, at any alignment */
+#define BYTES const unsigned char *w = wv;
+static float f32_4(const void *wv, const float *x, int64_t K) { BYTES VD_BODY4(L4_F32, ONE_F32) }
+static float bf16_4(const void *wv, const float *x, int64_t K) { BYTES VD_BODY4(L4_BF16, ONE_BF16) }
+static float i8_4(const int8_t *q, const float *x, int64_t K) { VD_BODY4(L4_I8, ONE_I8) }
+static float u4_4(const uint8_t *q, const float *x, int64_t K) { VD_BODY4(L4_U4, ONE_U4) }
+static const vd_impl narrow = {f32_4, bf16_4, i8_4, u4_4};
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define AVX2 __attribute__((target("avx2")))
+AVX2 static float f32_8(const void *wv, const float *x, int64_t K) { BYTES VD_BODY8(L8_F32, ONE_F32) }
+AVX2 static float bf16_8(const void *wv, const float *x, int64_t K) { BYTES VD_BODY8(L8_BF16, ONE_BF16) }
+AVX2 static float i8_8(const int8_t *q, const float *x, int64_t K) { VD_BODY8(L8_I8, ONE_I8) }
+AVX2 static float u4_8(const uint8_t *q, const float *x, int64_t K) { VD_BODY8(L8_U4, ONE_U4) }
+static const vd_impl wide = {f32_8, bf16_8, i8_8, u4_8};
+const vd_impl *vd_wide(void) { return __builtin_cpu_supports("avx2") ? &wide : NULL; }
+#else
+const vd_impl *vd_wide(void) { return NULL; }
+#endif
+
+const vd_impl *vd_narrow(void) { return &narrow; }
+
+static const vd_impl *chosen;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static void pick(void) { chosen = simd_avx2() && vd_wide() ? vd_wide() : &narrow; }
+
+float vd_f32(const void *w, const float *x, int64_t K) {
+    pthread_once(&once, pick);
+    return chosen->f32(w, x, K);
+}
+
+float vd_bf16(const void *w, const float *x, int64_t K) {
+    pthread_once(&once, pick);
+    return chosen->bf16(w, x, K);
+}
+
+float vd_i8(const int8_t *q, const float *x, int64_t K) {
+    pthread_once(&once, pick);
+    return chosen->i8(q, x, K);
+}
+
+float vd_u4(const uint8_t *q, const float *x, int64_t K) {
+    pthread_once(&once, pick);
+    return chosen->u4(q, x, K);
+}
