@@ -93,6 +93,7 @@ DOTROW_BY_GROUPS(dotrow, group_vec)
         CONV_SEARCH_LANES(VF, VI, 3, 4, 2, CVB_, f, c);                                                        \
         memcpy(fb + b, &f, sizeof f), memcpy(cb + b, &c, sizeof c);                                            \
     }                                                                                                          \
+    LANE_ZEROUPPER(W);                                                                                         \
     return finish(x, h, m, s, fa, fb, ca, cb, codes, u);
 
 /* Sums the words' minima in word order, each word's (3,3,2) half then its (3,4,2) half (as the scalar

@@ -78,6 +78,7 @@ DOTROW_BY_GROUPS(dotrow, group_vec)
         CONV_SEARCH_LANES(VF, VI, 4, 3, 2, CV_, f, c);                                                            \
         memcpy(fb + b, &f, sizeof f), memcpy(cw + b, &c, sizeof c);                                               \
     }                                                                                                             \
+    LANE_ZEROUPPER(W);                                                                                            \
     return finish(x, h, m, s, fb, cw, codes, u);
 
 /* Sums the bytes' minima in byte order (as the scalar search did), writes the codes and values, and

@@ -131,7 +131,16 @@ static inline void st4(float *p, v4f v) { memcpy(p, &v, sizeof v); }
  * `search`, compiled 4-wide (SSE/NEON) and, on x86-64, also 8-wide with AVX2, chosen by the CPU's
  * features at run time (`lane_search_pick()` must run once before the first search: encode_row calls
  * it). Both widths make the same operations per lane, so the bytes never depend on the CPU. */
+/* LANE_ZEROUPPER(W), in a body instantiated for W = 4 and 8: clears the upper halves of the AVX
+ * registers in the 8-wide one, before it calls a plain function. GCC did not (2.75 and 2.5 call their
+ * 4-wide `finish` from the AVX2 search), and while the halves are dirty every SSE instruction of the
+ * process waits on them: the CPU decode step ran 5x slower after an encode (measured, docs/perf-notes-cpu.md). */
+#define LANE_ZEROUPPER(W) LANE_ZEROUPPER_(W)
+#define LANE_ZEROUPPER_(W) LANE_ZU_##W()
+#define LANE_ZU_4() ((void)0)
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define LANE_ZU_8() _mm256_zeroupper()
 #define LANE_SEARCH_AVX2_(BODY)                                                                              \
     __attribute__((target("avx2"))) static float search_avx2(const float *x, const float *h, const float *m, \
                                                              float s, uint8_t *codes, float *u) {            \

@@ -52,3 +52,52 @@ TEST(ccq_files_and_logits_do_not_depend_on_the_cpu) {
     same_bytes("wint8"); /* the row dots of base/vdot.h: int8, and bf16 embeddings and head */
     same_bytes("wint4");
 }
+
+/* The AVX registers' upper halves are clean after every 8-wide path returns: while they are dirty,
+ * each SSE instruction of the thread waits on them (the 4-wide code, the CPU decode step: 5x slower,
+ * measured). XGETBV(1) reports whether the AVX state is in use; CPUs without it skip the check. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+
+#include "base/rng.h"
+#include "base/vdot.h"
+#include "ccq/ccq.h"
+
+static int avx_dirty(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(1));
+    return (lo >> 2) & 1;
+}
+
+static int xinuse_known(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(0xD, 1, &a, &b, &c, &d)) return 0;
+    return (a >> 2) & 1 && __builtin_cpu_supports("avx2");
+}
+
+TEST(avx_state_is_clean_after_the_wide_paths) {
+    if (!xinuse_known() || getenv("ERNIE_NO_AVX2")) return;
+    if (!CHECK(!avx_dirty())) return; /* the harness itself left it clean */
+    static const char *formats[] = {"ccq2.75", "ccq2.5", "ccq2.06", "wint8", "wint4", "bf16", "wint4g64"};
+    enum { N = 4, K = 128 };
+    float w[N * K], x[K], y[N];
+    rng_t r;
+    rng_seed(&r, 3);
+    for (int i = 0; i < N * K; i++) w[i] = (float)rng_normal(&r);
+    for (int i = 0; i < K; i++) x[i] = (float)rng_normal(&r);
+    for (size_t i = 0; i < sizeof formats / sizeof *formats; i++) {
+        ccq_format f;
+        ccq_tensor t;
+        err_t e = {0};
+        if (!CHECK_INT(ccq_format_parse(formats[i], &f, &e), 0) || !CHECK_INT(ccq_encode(&f, w, N, K, NULL, &t, &e), 0))
+            continue;
+        if (avx_dirty()) FAIL("%s: encoding left the upper halves of the AVX registers dirty", formats[i]);
+        ccq_dot(&t, 0, N, x, K, 1, y, N, NULL);
+        ccq_dot(&t, 0, N, x, K, 3, y, 1, NULL);
+        if (avx_dirty()) FAIL("%s: the product left the upper halves of the AVX registers dirty", formats[i]);
+        ccq_free(&t);
+    }
+    (void)vd_bf16(w, x, K), (void)vd_f32(w, x, K), (void)vd_i8((const int8_t *)w, x, K), (void)vd_u4((const uint8_t *)w, x, K);
+    CHECK(!avx_dirty());
+}
+#endif
