@@ -177,6 +177,7 @@ test-gpu: $(if $(filter 1,$(NOBUILD)),,$(BIN) $(B)/run_gpu_tests)
 
 bench: $(BIN)
 	$(BIN) bench quant
+	$(BIN) bench cpu
 	@if $(BIN) --version 2>/dev/null | grep -q '^GPU 0:'; then $(BIN) bench kernels && $(BIN) bench kernels gemm; \
 	 else echo "make bench: no CUDA GPU found: kernel benchmarks skipped"; fi
 

@@ -1,5 +1,5 @@
-/* app/cmd_bench.c: `ernie bench`, which hands over to `bench quant` (app/bench_quant.c) or
- * `bench kernels` (app/bench_kernels.c). Does no measuring itself. */
+/* app/cmd_bench.c: `ernie bench`, which hands over to `bench quant` (app/bench_quant.c), `bench cpu`
+ * (app/bench_cpu.c) or `bench kernels` (app/bench_kernels.c). Does no measuring itself. */
 #include <string.h>
 
 #include "bench.h"
@@ -7,10 +7,11 @@
 
 const cli_command CMD_BENCH = {
     .name = "bench",
-    .usage = "quant|kernels [options]",
+    .usage = "quant|cpu|kernels [options]",
     .summary = "Measured speed and quality against the hardware limit",
     .details = "  quant     codec quality (relative MSE, SNR, bits per weight against the rate-distortion\n"
                "            bound) and encode/decode speed; 'ernie bench quant --help' lists its options\n"
+               "  cpu       the CPU decode step's one-token products against the memory read rate\n"
                "  kernels   CUDA GEMV speed (batch 1 to 64) against the measured copy bandwidth;\n"
                "            'kernels gemm': the prefill GEMM against the bf16 tensor-core rate",
 };
@@ -26,6 +27,10 @@ int cmd_bench(int argc, char **argv, cli_global *g) {
         int r = cli_parse(&CMD_BENCH, i, argv, g, NULL, NULL, NULL, 0, NULL);
         return r ? r : bench_quant(argc - i - 1, argv + i + 1, g);
     }
+    if (i < argc && !strcmp(argv[i], "cpu")) {
+        int r = cli_parse(&CMD_BENCH, i, argv, g, NULL, NULL, NULL, 0, NULL);
+        return r ? r : bench_cpu(argc - i - 1, argv + i + 1, g);
+    }
     if (i < argc && !strcmp(argv[i], "kernels")) {
         int r = cli_parse(&CMD_BENCH, i, argv, g, NULL, NULL, NULL, 0, NULL);
         return r ? r : bench_kernels(argc - i - 1, argv + i + 1, g);
@@ -38,6 +43,6 @@ int cmd_bench(int argc, char **argv, cli_global *g) {
         cli_print_help(&CMD_BENCH);
         return EXIT_OK;
     }
-    if (np) return cli_usage_error(&CMD_BENCH, "unknown benchmark '%s' (quant or kernels)", pos[0]);
-    return cli_usage_error(&CMD_BENCH, "which benchmark: quant or kernels?");
+    if (np) return cli_usage_error(&CMD_BENCH, "unknown benchmark '%s' (quant, cpu or kernels)", pos[0]);
+    return cli_usage_error(&CMD_BENCH, "which benchmark: quant, cpu or kernels?");
 }

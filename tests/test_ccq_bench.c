@@ -1,6 +1,6 @@
-/* tests/test_ccq_bench.c: `ernie bench quant` and `ernie bench kernels` through the real binary: the
- * table and the JSON report, exact bpw in the report, usage errors naming the flag or format, --tensor
- * on a safetensors file written here by hand. */
+/* tests/test_ccq_bench.c: `ernie bench quant`, `ernie bench cpu` and `ernie bench kernels` through the
+ * real binary: the table and the JSON report, exact bpw and bytes in the report, usage errors naming the
+ * flag or format, --tensor on a safetensors file written here by hand. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +67,11 @@ TEST(bench_quant_usage_errors) {
         {{"bench", "quant", "--tensor", "/nonexistent/x.safetensors:w", NULL}, 1, "nonexistent"},
         {{"bench", "kernels", NULL}, 1, "ernie: bench kernels: "}, /* no GPU here (or no CUDA in the build) */
         {{"bench", "kernels", "--frob", NULL}, 2, "unknown option '--frob'"},
-        {{"bench", NULL}, 2, "quant or kernels"},
+        {{"bench", NULL}, 2, "quant, cpu or kernels"},
+        {{"bench", "cpu", "--formats", "ccq9", NULL}, 2, "unknown format 'ccq9'"},
+        {{"bench", "cpu", "--cols", "100", "--formats", "ccq2.06", NULL}, 2, "not a multiple of 64"},
+        {{"bench", "cpu", "--mib", "1", NULL}, 2, "--mib"},
+        {{"bench", "cpu", "--formats", "", NULL}, 2, "--formats"},
         {{"bench", "frob", NULL}, 2, "unknown benchmark 'frob'"},
     };
     for (size_t i = 0; i < sizeof c / sizeof *c; i++) {
@@ -81,6 +85,7 @@ TEST(bench_quant_usage_errors) {
         const char *a[6], *usage, *flag;
     } h[] = {
         {{"bench", "quant", "--help", NULL}, "Usage: ernie bench quant", "--format LIST"},
+        {{"bench", "cpu", "--help", NULL}, "Usage: ernie bench cpu", "--mib N"},
         {{"bench", "kernels", "--help", NULL}, "Usage: ernie bench kernels", "--no-moe"},
         {{"bench", "kernels", "gemm", "--help", NULL}, "Usage: ernie bench kernels gemm", "--ref-tflops"},
     };
@@ -91,6 +96,27 @@ TEST(bench_quant_usage_errors) {
         CHECK_CONTAINS(o, h[i].flag);
         free(o), free(e);
     }
+}
+
+TEST(bench_cpu_table_and_json) {
+    char *o, *e;
+    const char *a[] = {"bench", "cpu", "--rows", "64", "--cols", "128", "--mib", "16", "--reps", "3", "--formats",
+                       "wint8,ccq2.75", "-t", "2", NULL};
+    CHECK_INT(ernie(&o, &e, a), 0);
+    CHECK_CONTAINS(o, "64 x 128, 2 threads; read rate ");
+    CHECK_CONTAINS(o, "\nwint8 ");
+    CHECK_CONTAINS(o, "\nccq2.75 ");
+    free(o), free(e);
+    const char *b[] = {"bench", "cpu", "--rows", "64", "--cols", "128", "--mib", "16", "--reps", "3", "--formats",
+                       "wint8", "--json", NULL};
+    CHECK_INT(ernie(&o, &e, b), 0);
+    CHECK(o[0] == '{');
+    CHECK_CONTAINS(o, "\"format\": \"wint8\"");
+    CHECK_CONTAINS(o, "\"bytes\": 8448,"); /* 64 x 128 int8 and 64 f32 scales */
+    const char *p = strstr(o, "\"read_gb_s\": "), *q = strstr(o, "\"gb_s\": ");
+    CHECK(p && atof(p + 13) > 0);
+    CHECK(q && atof(q + 9) > 0);
+    free(o), free(e);
 }
 
 TEST(bench_quant_reads_a_safetensors_tensor) {
