@@ -62,7 +62,9 @@ CUDA_ARCH_STR := $(foreach a,$(CUDA_ARCHS),sm_$(a)) + compute_$(PTX_ARCH) PTX
 WARN := -Wall -Wextra
 CPPFLAGS := -I. -I$(SPM)/include -D_GNU_SOURCE -DERNIE_VERSION='"$(VERSION)"' -MMD -MP
 ifeq ($(VARIANT),san)
-  OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  # -fexpensive-optimizations: GCC inserts vzeroupper after AVX code only with it (on at -O2), and a
+  # missing one slows every later SSE instruction (tests/test_ccq_simd.c checks the state)
+  OPT := -O1 -fexpensive-optimizations -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
   CPPFLAGS += -DERNIE_BUILD_TYPE='"sanitize"'
 else
   OPT := -O2 -g
