@@ -75,16 +75,25 @@ int ccq_decode(const ccq_tensor *t, float *out, pool *p, err_t *e) {
 
 #define RB 4 /* rows decoded together */
 
-/* acc[t * RB + i] += sum_j w[i][j] * x[t * ldx + j] for i < RB, j < 64, t < T. Rows past the block's
- * end are zeros in w; their sums land in slots the caller ignores. Each row's sum runs in 8 lanes (lane
- * l adds j = l, l + 8, ... in order), then lanes 0..7 are added in order: compiled 8-wide for AVX2, and
- * 4-wide for everything else as two 4-lane halves of the same 8 lanes (GCC splits 8-wide vectors badly
- * where they do not exist). The same additions in the same order, so logits never depend on the CPU
- * (tests/test_ccq_simd.c). */
+/* lane[(t * RB + i) * 8 + l] += sum over j = l, l + 8, ... < 64 (in order) of w[i][j] * x[t * ldx + j],
+ * for i < RB, t < T: each row's sum for each vector runs in 8 lanes across all the row's groups and
+ * is added up once at the end (ccq_dot), not per group (that horizontal sum cost as much as the
+ * products). Rows past the block's end are zeros in w; their sums land in lanes the caller ignores.
+ * Compiled 8-wide for AVX2, and 4-wide elsewhere as two 4-lane halves of the same 8 lanes (GCC splits
+ * 8-wide vectors badly where they do not exist): the same additions in the same order, so logits
+ * never depend on the CPU (tests/test_ccq_simd.c). */
+#define NL 8 /* lanes per sum */
 #define KERNEL_BODY(VF, W)                                                                               \
     for (int64_t t = 0; t < T; t++) {                                                                    \
         const float *xt = x + t * ldx;                                                                   \
-        VF a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}, xv, wv;       \
+        float *lt = lane + t * RB * NL;                                                                  \
+        VF a0, a1, a2, a3, b0, b1, b2, b3, xv, wv;                                                       \
+        memcpy(&a0, lt, sizeof a0), memcpy(&a1, lt + NL, sizeof a1);                                     \
+        memcpy(&a2, lt + 2 * NL, sizeof a2), memcpy(&a3, lt + 3 * NL, sizeof a3);                        \
+        if (W == 4) {                                                                                    \
+            memcpy(&b0, lt + 4, sizeof b0), memcpy(&b1, lt + NL + 4, sizeof b1);                         \
+            memcpy(&b2, lt + 2 * NL + 4, sizeof b2), memcpy(&b3, lt + 3 * NL + 4, sizeof b3);            \
+        }                                                                                                \
         for (int j = 0; j < G; j += 8) {                                                                 \
             memcpy(&xv, xt + j, sizeof xv);                                                              \
             memcpy(&wv, w[0] + j, sizeof wv), a0 += wv * xv;                                             \
@@ -99,23 +108,50 @@ int ccq_decode(const ccq_tensor *t, float *out, pool *p, err_t *e) {
                 memcpy(&wv, w[3] + j + 4, sizeof wv), b3 += wv * xv;                                     \
             }                                                                                            \
         }                                                                                                \
-        float *at = acc + t * RB;                                                                        \
-        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                                            \
-        for (int i = 0; i < W; i++) s0 += a0[i], s1 += a1[i], s2 += a2[i], s3 += a3[i];                  \
-        if (W == 4)                                                                                      \
-            for (int i = 0; i < W; i++) s0 += b0[i], s1 += b1[i], s2 += b2[i], s3 += b3[i];              \
-        at[0] += s0, at[1] += s1, at[2] += s2, at[3] += s3;                                              \
+        memcpy(lt, &a0, sizeof a0), memcpy(lt + NL, &a1, sizeof a1);                                     \
+        memcpy(lt + 2 * NL, &a2, sizeof a2), memcpy(lt + 3 * NL, &a3, sizeof a3);                        \
+        if (W == 4) {                                                                                    \
+            memcpy(lt + 4, &b0, sizeof b0), memcpy(lt + NL + 4, &b1, sizeof b1);                         \
+            memcpy(lt + 2 * NL + 4, &b2, sizeof b2), memcpy(lt + 3 * NL + 4, &b3, sizeof b3);            \
+        }                                                                                                \
     }
 
 typedef float v4 __attribute__((vector_size(16)));
-static void kernel4(const float (*w)[G], const float *x, int64_t ldx, int64_t T, float *acc) { KERNEL_BODY(v4, 4) }
+static void kernel4(const float (*w)[G], const float *x, int64_t ldx, int64_t T, float *lane) { KERNEL_BODY(v4, 4) }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <pthread.h>
 typedef float v8 __attribute__((vector_size(32)));
+/* Two vectors at a time: eight independent sums instead of four, so the additions do not wait on each
+ * other's latency; every lane still gets KERNEL_BODY's additions in KERNEL_BODY's order. */
 __attribute__((target("avx2"))) static void kernel8(const float (*w)[G], const float *x, int64_t ldx, int64_t T,
-                                                    float *acc) {
-    KERNEL_BODY(v8, 8)
+                                                    float *lane) {
+    int64_t t = 0;
+    for (; t + 2 <= T; t += 2) {
+        const float *x0 = x + t * ldx, *x1 = x0 + ldx;
+        float *l0 = lane + t * RB * NL, *l1 = l0 + RB * NL;
+        v8 a0, a1, a2, a3, c0, c1, c2, c3, xv, yv, wv;
+        memcpy(&a0, l0, 32), memcpy(&a1, l0 + 8, 32), memcpy(&a2, l0 + 16, 32), memcpy(&a3, l0 + 24, 32);
+        memcpy(&c0, l1, 32), memcpy(&c1, l1 + 8, 32), memcpy(&c2, l1 + 16, 32), memcpy(&c3, l1 + 24, 32);
+        for (int j = 0; j < G; j += 8) {
+            memcpy(&xv, x0 + j, sizeof xv), memcpy(&yv, x1 + j, sizeof yv);
+            memcpy(&wv, w[0] + j, sizeof wv), a0 += wv * xv, c0 += wv * yv;
+            memcpy(&wv, w[1] + j, sizeof wv), a1 += wv * xv, c1 += wv * yv;
+            memcpy(&wv, w[2] + j, sizeof wv), a2 += wv * xv, c2 += wv * yv;
+            memcpy(&wv, w[3] + j, sizeof wv), a3 += wv * xv, c3 += wv * yv;
+        }
+        memcpy(l0, &a0, 32), memcpy(l0 + 8, &a1, 32), memcpy(l0 + 16, &a2, 32), memcpy(l0 + 24, &a3, 32);
+        memcpy(l1, &c0, 32), memcpy(l1 + 8, &c1, 32), memcpy(l1 + 16, &c2, 32), memcpy(l1 + 24, &c3, 32);
+    }
+    if (t < T) { /* the last vector of an odd count, alone (the body's names, shadowed) */
+        const float *xr = x + t * ldx;
+        float *lr = lane + t * RB * NL;
+        {
+            const float *x = xr;
+            float *lane = lr;
+            const int64_t T = 1;
+            KERNEL_BODY(v8, 8)
+        }
+    }
 }
 static void (*kernel64)(const float (*)[G], const float *, int64_t, int64_t, float *);
 static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
@@ -125,6 +161,9 @@ static void (*const kernel64)(const float (*)[G], const float *, int64_t, int64_
 static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
 static void pick(void) {}
 #endif
+
+/* The 8 lanes of a sum, added in a fixed order. */
+static float lanes_sum(const float *l) { return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])); }
 
 #define TCHUNK 256 /* vectors whose sums are kept on the stack at once */
 
@@ -148,7 +187,7 @@ int ccq_dot(const ccq_tensor *t, int64_t r0, int64_t r1, const float *x, int64_t
     pthread_once(&pick_once, pick);
     rowctx rc[RB];
     float w[RB][G] __attribute__((aligned(32)));
-    float acc[TCHUNK * RB];
+    float lane[TCHUNK * RB * NL];
     for (int64_t rb = r0; rb < r1; rb += RB) {
         int nr = (int)(r1 - rb < RB ? r1 - rb : RB);
         for (int64_t tc = 0; tc < T; tc += TCHUNK) {
@@ -156,25 +195,22 @@ int ccq_dot(const ccq_tensor *t, int64_t r0, int64_t r1, const float *x, int64_t
              * sums on the stack; at that size the products dwarf the decoding. */
             int64_t nt = T - tc < TCHUNK ? T - tc : TCHUNK;
             for (int i = 0; i < nr; i++) rd_begin(&rc[i], t, rb + i);
-            memset(acc, 0, sizeof(float) * (size_t)(nt * RB));
+            memset(lane, 0, sizeof(float) * (size_t)(nt * RB * NL));
             memset(w, 0, sizeof w);
             for (int64_t k0 = 0; k0 < K; k0 += G) {
                 int n = (int)(K - k0 < G ? K - k0 : G);
                 for (int i = 0; i < nr; i++) rd_decode(&rc[i], k0, n, w[i]);
                 const float *xk = x + tc * ldx + k0;
                 if (n == G) {
-                    kernel64(w, xk, ldx, nt, acc);
-                } else {
+                    kernel64(w, xk, ldx, nt, lane);
+                } else { /* a short last group: into the same lanes, plainly */
                     for (int64_t tt = 0; tt < nt; tt++)
-                        for (int i = 0; i < nr; i++) {
-                            float s = 0;
-                            for (int j = 0; j < n; j++) s += w[i][j] * xk[tt * ldx + j];
-                            acc[tt * RB + i] += s;
-                        }
+                        for (int i = 0; i < nr; i++)
+                            for (int j = 0; j < n; j++) lane[(tt * RB + i) * NL + j % NL] += w[i][j] * xk[tt * ldx + j];
                 }
             }
             for (int64_t tt = 0; tt < nt; tt++)
-                for (int i = 0; i < nr; i++) y[(tc + tt) * ldy + (rb - r0) + i] = acc[tt * RB + i];
+                for (int i = 0; i < nr; i++) y[(tc + tt) * ldy + (rb - r0) + i] = lanes_sum(lane + (tt * RB + i) * NL);
         }
     }
     return 0;
