@@ -129,19 +129,28 @@ $(B)/version_info.c: FORCE
 	 git diff --quiet HEAD 2>/dev/null || rev="$$rev+dirty"; \
 	 printf 'const char *ernie_git_rev = "%s";\n' "$$rev" > $@.tmp; \
 	 cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
-$(B)/app/version_info.o: $(B)/version_info.c
+$(B)/app/version_info.o: $(B)/version_info.c $(B)/.flags
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(B)/%.o: %.c | $(DEPS_STAMP)
+# Every object depends on the flags it was built with: a stamp rewritten only when their text changes,
+# so a changed OPT, SAN or CUDA_ARCHS rebuilds everything and a second `make` still nothing (the SAN
+# build once kept -O1 objects from before a flag change).
+FLAGS_TEXT := $(CC) $(CPPFLAGS) $(CFLAGS) / $(CXX) $(CXXFLAGS) / $(NVCC) $(NVCCFLAGS)
+$(B)/.flags: FORCE
+	@mkdir -p $(@D)
+	$(file >$@.tmp,$(FLAGS_TEXT))
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+
+$(B)/%.o: %.c $(B)/.flags | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(B)/%.o: %.cc $(SPM_LIB) | $(DEPS_STAMP)
+$(B)/%.o: %.cc $(SPM_LIB) $(B)/.flags | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
 
-$(B)/%.o: %.cu | $(DEPS_STAMP)
+$(B)/%.o: %.cu $(B)/.flags | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
