@@ -31,7 +31,7 @@ static int bf_validate(const ccq_tensor *t, err_t *e) {
 
 static void bf_row_begin(rowctx *rc) { rc->q = part_r(rc->t, 0) + rc->r * rc->K * 2; }
 
-static void bf_decode(const rowctx *rc, int64_t k0, int n, float *out) {
+static void bf_decode_c(const rowctx *rc, int64_t k0, int n, float *out) {
     for (int i = 0; i < n; i++) out[i] = bf16_to_f32(ld_u16(rc->q + 2 * (k0 + i)));
 }
 
@@ -46,11 +46,6 @@ static void bf_encode_row(const float *x, const float *h, const float *m, int64_
     for (int64_t k = 0; k < K; k++) st_u16(d + 2 * k, f32_to_bf16(x[k]));
 }
 
-const base_codec CODEC_BF16 = {
-    .name = "bf16", .kmult = 1, .nparts = 1, .layout = bf_layout, .validate = bf_validate,
-    .row_begin = bf_row_begin, .decode = bf_decode, .dotrow = bf_dotrow, .scratch = no_scratch,
-    .encode_row = bf_encode_row,
-};
 
 /* ---- RTN with one scale per row ---- */
 
@@ -148,7 +143,7 @@ static void w4_decode_c(const rowctx *rc, int64_t k0, int n, float *out) {
 }
 
 /* The batched product decodes every group into floats (ccq_dot, T > 1: prefill): with AVX2, 8 at a
- * time. The same values as the plain loops (an exact conversion and one rounded multiply each). */
+ * time. The same values as the plain loops (exact conversions and at most one rounded multiply each). */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 __attribute__((target("avx2"))) static void w8_decode_avx2(const rowctx *rc, int64_t k0, int n, float *out) {
@@ -181,11 +176,27 @@ __attribute__((target("avx2"))) static void w4_decode_avx2(const rowctx *rc, int
         _mm256_storeu_ps(out + i + 24, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(e1, 8))), s));
     }
 }
+__attribute__((target("avx2"))) static void bf_decode_avx2(const rowctx *rc, int64_t k0, int n, float *out) {
+    if (n != G) {
+        bf_decode_c(rc, k0, n, out);
+        return;
+    }
+    const uint8_t *q = rc->q + 2 * k0;
+    for (int i = 0; i < G; i += 8) {
+        const __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(q + 2 * i));
+        _mm256_storeu_ps(out + i, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+    }
+}
+static void (*bf_dec)(const rowctx *, int64_t, int, float *) = bf_decode_c;
 static void (*w8_dec)(const rowctx *, int64_t, int, float *) = w8_decode_c;
 static void (*w4_dec)(const rowctx *, int64_t, int, float *) = w4_decode_c;
 static pthread_once_t dec_once = PTHREAD_ONCE_INIT;
 static void dec_pick(void) {
-    if (simd_avx2()) w8_dec = w8_decode_avx2, w4_dec = w4_decode_avx2;
+    if (simd_avx2()) bf_dec = bf_decode_avx2, w8_dec = w8_decode_avx2, w4_dec = w4_decode_avx2;
+}
+static void bf_decode(const rowctx *rc, int64_t k0, int n, float *out) {
+    pthread_once(&dec_once, dec_pick);
+    bf_dec(rc, k0, n, out);
 }
 static void w8_decode(const rowctx *rc, int64_t k0, int n, float *out) {
     pthread_once(&dec_once, dec_pick);
@@ -196,6 +207,7 @@ static void w4_decode(const rowctx *rc, int64_t k0, int n, float *out) {
     w4_dec(rc, k0, n, out);
 }
 #else
+#define bf_decode bf_decode_c
 #define w8_decode w8_decode_c
 #define w4_decode w4_decode_c
 #endif
@@ -220,6 +232,12 @@ static void w4_encode_row(const float *x, const float *h, const float *m, int64_
     for (int64_t k = 0; k < K; k += 2) d[k / 2] = (uint8_t)((q[k] + 8) | ((q[k + 1] + 8) << 4));
     st_f32(part_w(t, 1) + 4 * r, s);
 }
+
+const base_codec CODEC_BF16 = {
+    .name = "bf16", .kmult = 1, .nparts = 1, .layout = bf_layout, .validate = bf_validate,
+    .row_begin = bf_row_begin, .decode = bf_decode, .dotrow = bf_dotrow, .scratch = no_scratch,
+    .encode_row = bf_encode_row,
+};
 
 const base_codec CODEC_WINT8 = {
     .name = "wint8", .kmult = 1, .nparts = 2, .layout = w_layout8, .validate = w_validate,

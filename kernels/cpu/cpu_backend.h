@@ -28,12 +28,16 @@ struct be_weight {
     int64_t rows, cols;
     char name[160];
     const void *data;   /* F32 / BF16 */
-    void *q;            /* CODEC: the codec's view of the parts (cpu_qdot.c) */
+    void *q;            /* CODEC: the codec's view of the parts (cpu_qdot.c); BF16: the same, unvalidated */
 };
 
 /* cpu_qdot.c: the bridge to the codec library for quantized formats. */
 int cpu_qweight_init(be_weight *w, const be_weight_src *src, err_t *err);
 void cpu_qweight_fini(be_weight *w);
+/* The codec's view of a raw bf16 weight (w->data, rows x cols), for the blocked product of several
+ * tokens. Unvalidated: raw weights are used as stored, non-finite values included, as the one-token
+ * path uses them. */
+int cpu_qweight_view_bf16(be_weight *w, err_t *err);
 /* Row r decoded to floats [cols]. */
 void cpu_qweight_row(const be_weight *w, int64_t r, float *out);
 /* y[t * ldy + (r - r0)] = row r . x[t] for r in [r0, r1), t < T; x is [T, cols]. */

@@ -1,8 +1,8 @@
 /* kernels/cpu/cpu_matmul.c: weights on the CPU and the products that read them.
  *
- * A weight stays where the model file's map put it: nothing is copied or expanded. bf16 and f32 rows
- * are read directly (base/vdot.h: the same bits on every CPU, and for one token or many); quantized
- * formats go through the codec's fused batched dot (cpu_qdot.c), which
+ * A weight stays where the model file's map put it: nothing is copied or expanded. For one token, bf16
+ * and f32 rows are read directly (base/vdot.h: the same bits on every CPU); quantized formats, and bf16
+ * for several tokens, go through the codec's fused batched dot (cpu_qdot.c), which
  * decodes each group once and uses it for every token of the chunk. Rows are split over the thread
  * pool; each thread owns whole output rows, so no two threads write the same value. */
 #include <stdlib.h>
@@ -33,6 +33,10 @@ be_weight *cpu_weight_load(be *b, const be_weight_src *src, err_t *err) {
         }
         w->kind = is32 ? CPU_W_F32 : CPU_W_BF16;
         w->data = src->part[0].data;
+        if (!is32 && cpu_qweight_view_bf16(w, err)) {
+            free(w);
+            return NULL;
+        }
         return w;
     }
     w->kind = CPU_W_CODEC;
@@ -46,7 +50,7 @@ be_weight *cpu_weight_load(be *b, const be_weight_src *src, err_t *err) {
 void cpu_weight_free(be *b, be_weight *w) {
     (void)b;
     if (!w) return;
-    if (w->kind == CPU_W_CODEC) cpu_qweight_fini(w);
+    cpu_qweight_fini(w);
     free(w);
 }
 
@@ -84,7 +88,9 @@ static void mm_range(void *ctx, int64_t r0, int64_t r1, int tid) {
     mm_job *j = ctx;
     const be_weight *W = j->W;
     int64_t K = W->cols;
-    if (W->kind == CPU_W_CODEC) {
+    /* quantized weights, and bf16 for several tokens: the codec's blocked product (each group of 4 rows
+     * converted once for all tokens) */
+    if (W->kind == CPU_W_CODEC || (W->kind == CPU_W_BF16 && j->T > 1)) {
         cpu_qweight_dot(W, j->row0 + r0, j->row0 + r1, j->x, j->T, j->y + r0, j->N);
         return;
     }
@@ -96,7 +102,7 @@ static void mm_range(void *ctx, int64_t r0, int64_t r1, int tid) {
         }
         return;
     }
-    /* several tokens: the row converted once, then the same dot (same bits as one token at a time) */
+    /* f32 rows, several tokens: the same dot per token */
     float *row = j->scratch + (size_t)tid * (size_t)K;
     for (int64_t r = r0; r < r1; r++) {
         row_f32(W, j->row0 + r, row);
@@ -107,7 +113,7 @@ static void mm_range(void *ctx, int64_t r0, int64_t r1, int tid) {
 void cpu_matmul(be *b, const be_weight *W, int64_t row0, int64_t N, const float *x, int T, float *y) {
     cpu_be *c = b->impl;
     int nt = pool_size(c->pool);
-    if (W->kind != CPU_W_CODEC && W->cols > c->mm_cols) { /* the products run in order: one buffer serves all */
+    if (W->kind == CPU_W_F32 && T > 1 && W->cols > c->mm_cols) { /* the products run in order: one buffer serves all */
         float *s = realloc(c->mm_scratch, (size_t)nt * (size_t)W->cols * sizeof(float));
         if (!s) {
             cpu_fail(b, ERR_NOMEM, "out of memory in a product with %s", W->name);

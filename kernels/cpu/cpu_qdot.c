@@ -35,6 +35,21 @@ int cpu_qweight_init(be_weight *w, const be_weight_src *src, err_t *err) {
     return 0;
 }
 
+int cpu_qweight_view_bf16(be_weight *w, err_t *err) {
+    ccq_format f;
+    ccq_part parts[CCQ_MAX_PARTS];
+    int np = 0;
+    if (ccq_format_parse("bf16", &f, err) || ccq_layout(&f, w->rows, w->cols, parts, &np, err))
+        return err_wrap(err, "tensor %s: ", w->name);
+    ccq_tensor *t = calloc(1, sizeof *t);
+    if (!t) return err_set(err, ERR_NOMEM, "out of memory");
+    parts[0].data = w->data; /* the caller checked its size */
+    t->fmt = f, t->rows = w->rows, t->cols = w->cols, t->nparts = np;
+    memcpy(t->part, parts, sizeof(ccq_part) * (size_t)np);
+    w->q = t;
+    return 0;
+}
+
 void cpu_qweight_fini(be_weight *w) {
     if (!w->q) return;
     ccq_free(w->q);
