@@ -111,7 +111,20 @@ static float f32_4(const void *wv, const float *x, int64_t K) { BYTES VD_BODY4(L
 static float bf16_4(const void *wv, const float *x, int64_t K) { BYTES VD_BODY4(L4_BF16, ONE_BF16) }
 static float i8_4(const int8_t *q, const float *x, int64_t K) { VD_BODY4(L4_I8, ONE_I8) }
 static float u4_4(const uint8_t *q, const float *x, int64_t K) { VD_BODY4(L4_U4, ONE_U4) }
-static const vd_impl narrow = {f32_4, bf16_4, i8_4, u4_4};
+
+/* Elementwise, so the width cannot change a result: 4-wide generic vectors, AVX2 where it exists. */
+static void axpy_4(float *y, float a, const float *x, int64_t n) {
+    int64_t i = 0;
+    const f4 av = {a, a, a, a};
+    for (; i + 4 <= n; i += 4) {
+        f4 xv, yv;
+        memcpy(&xv, x + i, sizeof xv), memcpy(&yv, y + i, sizeof yv);
+        yv += av * xv;
+        memcpy(y + i, &yv, sizeof yv);
+    }
+    for (; i < n; i++) y[i] += a * x[i];
+}
+static const vd_impl narrow = {f32_4, bf16_4, i8_4, u4_4, axpy_4};
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -142,7 +155,14 @@ AVX2 static float u4_8(const uint8_t *q, const float *x, int64_t K) {
     memcpy(f_, all_, sizeof f_);
     VD_TAIL(ONE_U4)
 }
-static const vd_impl wide = {f32_8, bf16_8, i8_8, u4_8};
+AVX2 static void axpy_8(float *y, float a, const float *x, int64_t n) {
+    int64_t i = 0;
+    const __m256 av = _mm256_set1_ps(a);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(av, _mm256_loadu_ps(x + i))));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+static const vd_impl wide = {f32_8, bf16_8, i8_8, u4_8, axpy_8};
 const vd_impl *vd_wide(void) { return __builtin_cpu_supports("avx2") ? &wide : NULL; }
 #else
 const vd_impl *vd_wide(void) { return NULL; }
@@ -153,6 +173,11 @@ const vd_impl *vd_narrow(void) { return &narrow; }
 static const vd_impl *chosen;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void pick(void) { chosen = simd_avx2() && vd_wide() ? vd_wide() : &narrow; }
+
+void vd_axpy(float *y, float a, const float *x, int64_t n) {
+    pthread_once(&once, pick);
+    chosen->axpy(y, a, x, n);
+}
 
 float vd_f32(const void *w, const float *x, int64_t K) {
     pthread_once(&once, pick);

@@ -21,6 +21,9 @@ float vd_i8(const int8_t *q, const float *x, int64_t K);
 /* sum (n_k - 8) x[k], n_k the low nibble of byte k/2 for even k, the high nibble for odd k; K even */
 float vd_u4(const uint8_t *q, const float *x, int64_t K);
 
+/* y[i] += a * x[i] for i < n (a multiply, then an add, per element: the same bits at any width). */
+void vd_axpy(float *y, float a, const float *x, int64_t n);
+
 /* The two widths behind the calls above, so that a test can compare both on one machine: wide is NULL
  * where the CPU has no AVX2 (ERNIE_NO_AVX2 does not change these, only the choice above). */
 typedef struct {
@@ -28,6 +31,7 @@ typedef struct {
     float (*bf16)(const void *w, const float *x, int64_t K);
     float (*i8)(const int8_t *q, const float *x, int64_t K);
     float (*u4)(const uint8_t *q, const float *x, int64_t K);
+    void (*axpy)(float *y, float a, const float *x, int64_t n);
 } vd_impl;
 const vd_impl *vd_narrow(void);
 const vd_impl *vd_wide(void);

@@ -107,3 +107,25 @@ TEST(vdot_decodes_every_code) {
         if (k < 256 && vd_u4(q, x, 256) != want4) FAIL("u4: element %d", k);
     }
 }
+
+/* y += a x is elementwise: every width gives the plain loop's bits, at any length and offset */
+TEST(vdot_axpy_is_the_plain_loop) {
+    rng_t r;
+    rng_seed(&r, 11);
+    float x[80], y0[80], y1[80], y2[80];
+    const vd_impl *ims[] = {vd_narrow(), vd_wide()};
+    for (int n = 0; n <= 70; n += 7)
+        for (int off = 0; off < 3; off++) {
+            for (int i = 0; i < 80; i++) x[i] = (float)rng_normal(&r), y0[i] = (float)rng_normal(&r);
+            const float a = (float)rng_normal(&r);
+            memcpy(y1, y0, sizeof y0);
+            for (int i = 0; i < n; i++) y1[off + i] += a * x[off + i];
+            for (int ii = 0; ii < 3; ii++) {
+                if (ii < 2 && !ims[ii]) continue;
+                memcpy(y2, y0, sizeof y0);
+                if (ii < 2) ims[ii]->axpy(y2 + off, a, x + off, n);
+                else vd_axpy(y2 + off, a, x + off, n);
+                if (memcmp(y1, y2, sizeof y1)) FAIL("axpy (%d) n=%d offset %d differs from the plain loop", ii, n, off);
+            }
+        }
+}

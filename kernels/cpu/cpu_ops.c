@@ -1,11 +1,13 @@
 /* kernels/cpu/cpu_ops.c: the CPU backend's elementwise and attention operations (everything but the
- * weight products, which live in cpu_matmul.c). Plain fp32 C that the compiler vectorises; the work
+ * weight products, which live in cpu_matmul.c). Plain fp32 C; attention's dot products and sums of
+ * value rows go through base/vdot.h (the same bits on every CPU). The work
  * is split over the thread pool where it is large enough to pay for it. Never allocates per call
  * except attention's per-thread score rows. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/vdot.h"
 #include "cpu_backend.h"
 
 void cpu_rmsnorm(be *b, const float *x, const float *w, float eps, int T, int H, float *y) {
@@ -71,9 +73,7 @@ static void att_range(void *ctx, int64_t b0, int64_t b1, int tid) {
         float mx = -INFINITY;
         for (int p = 0; p < n; p++) {
             const float *kv_ = kb + (size_t)p * row + (size_t)kh * j->hd;
-            float s = 0;
-            for (int d = 0; d < j->hd; d++) s += qv[d] * kv_[d];
-            s *= scale;
+            float s = vd_f32(kv_, qv, j->hd) * scale;
             sc[p] = s;
             if (s > mx) mx = s;
         }
@@ -85,11 +85,7 @@ static void att_range(void *ctx, int64_t b0, int64_t b1, int tid) {
         float inv = (float)(1.0 / sum);
         float *o = j->out + ((size_t)t * j->nq + h) * j->hd;
         memset(o, 0, (size_t)j->hd * sizeof *o);
-        for (int p = 0; p < n; p++) {
-            const float *vv = vb + (size_t)p * row + (size_t)kh * j->hd;
-            float a = sc[p] * inv;
-            for (int d = 0; d < j->hd; d++) o[d] += a * vv[d];
-        }
+        for (int p = 0; p < n; p++) vd_axpy(o, sc[p] * inv, vb + (size_t)p * row + (size_t)kh * j->hd, j->hd);
     }
 }
 
