@@ -137,9 +137,9 @@ $(B)/app/version_info.o: $(B)/version_info.c $(B)/.flags
 # so a changed OPT, SAN or CUDA_ARCHS rebuilds everything and a second `make` still nothing (the SAN
 # build once kept -O1 objects from before a flag change).
 FLAGS_TEXT := $(CC) $(CPPFLAGS) $(CFLAGS) / $(CXX) $(CXXFLAGS) / $(NVCC) $(NVCCFLAGS)
+# (make expands a recipe before running it, so the folder is made during the expansion, before $(file))
 $(B)/.flags: FORCE
-	@mkdir -p $(@D)
-	$(file >$@.tmp,$(FLAGS_TEXT))
+	$(shell mkdir -p $(@D))$(file >$@.tmp,$(FLAGS_TEXT))
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
 $(B)/%.o: %.c $(B)/.flags | $(DEPS_STAMP)
