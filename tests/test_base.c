@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/bf16.h"
 #include "base/err.h"
@@ -101,6 +102,28 @@ TEST(pool_for_covers_every_index_once) {
     pool_ctx c = {0};
     pool_for(NULL, 10, 3, add_range, &c); /* no pool: inline */
     CHECK_INT(atomic_load(&c.sum), 45);
+}
+
+/* Workers spin between jobs and then sleep: jobs right after one another (caught spinning), after a
+ * pause long enough for every worker to fall asleep, and mixed, each covering every index once; a lost
+ * wake-up would hang here (the harness's time limit) or miss chunks. */
+TEST(pool_for_wakes_spinning_and_sleeping_workers) {
+    pool *p = pool_create(4);
+    if (!CHECK(p)) return;
+    for (int rep = 0; rep < 400; rep++) {
+        if (rep % 40 == 0) {
+            struct timespec ts = {0, 3000000}; /* 3 ms: far past the spin */
+            nanosleep(&ts, NULL);
+        }
+        pool_ctx c = {0};
+        int64_t n = 64 + rep % 7;
+        pool_for(p, n, 1, add_range, &c);
+        if (atomic_load(&c.sum) != n * (n - 1) / 2 || atomic_load(&c.calls) != n) {
+            FAIL("job %d: sum %ld over %d calls", rep, (long)atomic_load(&c.sum), atomic_load(&c.calls));
+            break;
+        }
+    }
+    pool_destroy(p);
 }
 
 TEST(rng_is_reproducible_and_sane) {
