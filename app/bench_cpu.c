@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/clock.h"
 #include "base/pool.h"
@@ -201,6 +202,11 @@ int bench_cpu(int argc, char **argv, cli_global *g) {
         cli_print_help(&CMD_BENCH_CPU);
         return EXIT_OK;
     }
+    /* the working set is touched page by page: past the memory the system has, it would be killed */
+    const long long phys_mib = (long long)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) >> 20;
+    if (phys_mib > 0 && a.mib > phys_mib / 2)
+        return cli_usage_error(&CMD_BENCH_CPU, "--mib %lld is more than half of this machine's %lld MiB of memory", a.mib,
+                               phys_mib);
     const char *list[64];
     int nf = 0;
     char *fbuf = strdup(a.formats);

@@ -71,6 +71,7 @@ TEST(bench_quant_usage_errors) {
         {{"bench", "cpu", "--formats", "ccq9", NULL}, 2, "unknown format 'ccq9'"},
         {{"bench", "cpu", "--cols", "100", "--formats", "ccq2.06", NULL}, 2, "not a multiple of 64"},
         {{"bench", "cpu", "--mib", "1", NULL}, 2, "--mib"},
+        {{"bench", "cpu", "--mib", "1048576", NULL}, 2, "--mib 1048576 is more than half of this machine's"},
         {{"bench", "cpu", "--formats", "", NULL}, 2, "--formats"},
         {{"bench", "frob", NULL}, 2, "unknown benchmark 'frob'"},
     };
