@@ -60,6 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (!isfinite(w[i])) abort();
             if (ccq_decode_tile(&t, rows / 2, rows, cols / 3, cols, w, cols, &e)) abort();
             if (ccq_dot(&t, 0, rows, x, cols, 2, y, rows, &e)) abort();
+            if (ccq_dot(&t, 0, rows, x, cols, 1, y, rows, &e)) abort(); /* the one-vector path (dotrow) */
             free(w);
         }
     } else if (e.code != ERR_CORRUPT || !e.msg[0]) {
