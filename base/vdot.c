@@ -112,6 +112,28 @@ static float bf16_4(const void *wv, const float *x, int64_t K) { BYTES VD_BODY4(
 static float i8_4(const int8_t *q, const float *x, int64_t K) { VD_BODY4(L4_I8, ONE_I8) }
 static float u4_4(const uint8_t *q, const float *x, int64_t K) { VD_BODY4(L4_U4, ONE_U4) }
 
+/* Twelve independent chains of a = a * m + c per lane: more than the multiply and add latencies need to
+ * keep both pipes busy (named, not an array: GCC kept an array in memory). a converges to 1, so no value
+ * leaves the normal range. */
+#define MADD_STEP(a) a = a * m + c
+#define MADD_BODY(VF, W)                                                                                  \
+    VF m, c, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11;                                            \
+    for (int i = 0; i < W; i++) {                                                                         \
+        m[i] = 0.999f, c[i] = 0.001f;                                                                     \
+        a0[i] = 0, a1[i] = 1, a2[i] = 2, a3[i] = 3, a4[i] = 4, a5[i] = 5;                                 \
+        a6[i] = 6, a7[i] = 7, a8[i] = 8, a9[i] = 9, a10[i] = 10, a11[i] = 11;                            \
+    }                                                                                                      \
+    for (int64_t it = 0; it < iters; it++) {                                                               \
+        MADD_STEP(a0), MADD_STEP(a1), MADD_STEP(a2), MADD_STEP(a3), MADD_STEP(a4), MADD_STEP(a5);         \
+        MADD_STEP(a6), MADD_STEP(a7), MADD_STEP(a8), MADD_STEP(a9), MADD_STEP(a10), MADD_STEP(a11);       \
+    }                                                                                                      \
+    const VF t = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + ((a8 + a9) + (a10 + a11));          \
+    float s = 0;                                                                                           \
+    for (int i = 0; i < W; i++) s += t[i];                                                                 \
+    *sink += s;                                                                                            \
+    return (double)iters * 12 * W;
+static double madd_4(int64_t iters, float *sink) { MADD_BODY(f4, 4) }
+
 /* Elementwise, so the width cannot change a result: 4-wide generic vectors, AVX2 where it exists. */
 static void axpy_4(float *y, float a, const float *x, int64_t n) {
     int64_t i = 0;
@@ -162,6 +184,7 @@ AVX2 static void axpy_8(float *y, float a, const float *x, int64_t n) {
         _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(av, _mm256_loadu_ps(x + i))));
     for (; i < n; i++) y[i] += a * x[i];
 }
+AVX2 static double madd_8(int64_t iters, float *sink) { MADD_BODY(f8, 8) }
 static const vd_impl wide = {f32_8, bf16_8, i8_8, u4_8, axpy_8};
 const vd_impl *vd_wide(void) { return __builtin_cpu_supports("avx2") ? &wide : NULL; }
 #else
@@ -173,6 +196,14 @@ const vd_impl *vd_narrow(void) { return &narrow; }
 static const vd_impl *chosen;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void pick(void) { chosen = simd_avx2() && vd_wide() ? vd_wide() : &narrow; }
+
+double vd_madd_work(int64_t iters, float *sink) {
+    pthread_once(&once, pick);
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (chosen == &wide) return madd_8(iters, sink);
+#endif
+    return madd_4(iters, sink);
+}
 
 void vd_axpy(float *y, float a, const float *x, int64_t n) {
     pthread_once(&once, pick);

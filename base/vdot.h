@@ -24,6 +24,11 @@ float vd_u4(const uint8_t *q, const float *x, int64_t K);
 /* y[i] += a * x[i] for i < n (a multiply, then an add, per element: the same bits at any width). */
 void vd_axpy(float *y, float a, const float *x, int64_t n);
 
+/* Runs `iters` rounds of independent vector multiply-then-add chains at the chosen width (the products'
+ * own arithmetic, no FMA) and returns the multiply-adds done: the yardstick of a compute-bound product,
+ * timed by the caller. The result keeps the work from being optimised away only through *sink. */
+double vd_madd_work(int64_t iters, float *sink);
+
 /* The two widths behind the calls above, so that a test can compare both on one machine: wide is NULL
  * where the CPU has no AVX2 (ERNIE_NO_AVX2 does not change these, only the choice above). */
 typedef struct {

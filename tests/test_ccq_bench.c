@@ -120,6 +120,31 @@ TEST(bench_cpu_table_and_json) {
     free(o), free(e);
 }
 
+/* --tokens > 1: the batched products against the measured multiply-add peak */
+TEST(bench_cpu_batched_products) {
+    char *o, *e;
+    const char *a[] = {"bench", "cpu", "--rows", "64", "--cols", "128", "--mib", "16", "--reps", "2", "--tokens", "5",
+                       "--formats", "ccq2.06,bf16", NULL};
+    CHECK_INT(ernie(&o, &e, a), 0);
+    CHECK_CONTAINS(o, "5-token products, 64 x 128");
+    CHECK_CONTAINS(o, "multiply-add peak ");
+    CHECK_CONTAINS(o, "GMAC/s");
+    CHECK_CONTAINS(o, "\nccq2.06 ");
+    free(o), free(e);
+    const char *b[] = {"bench", "cpu", "--rows", "64", "--cols", "128", "--mib", "16", "--reps", "2", "--tokens", "3",
+                       "--formats", "wint4", "--json", NULL};
+    CHECK_INT(ernie(&o, &e, b), 0);
+    CHECK_CONTAINS(o, "\"tokens\": 3,");
+    const char *p = strstr(o, "\"madd_peak_gmac_s\": "), *q = strstr(o, "\"gmac_s\": ");
+    CHECK(p && atof(p + 21) > 0);
+    CHECK(q && atof(q + 11) > 0);
+    free(o), free(e);
+    const char *c[] = {"bench", "cpu", "--tokens", "0", NULL};
+    CHECK_INT(ernie(&o, &e, c), 2);
+    CHECK_CONTAINS(e, "--tokens");
+    free(o), free(e);
+}
+
 TEST(bench_quant_reads_a_safetensors_tensor) {
     /* A hand-written safetensors file: 8-byte little-endian header size, JSON header, data. */
     const char *hdr = "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3,64],\"data_offsets\":[0,1536]}}";
