@@ -257,20 +257,11 @@ int bench_cpu(int argc, char **argv, cli_global *g) {
                                phys_mib);
     const char *list[64];
     int nf = 0;
-    char *fbuf = strdup(a.formats);
-    if (!fbuf) return cli_fail("bench cpu: out of memory");
-    for (char *s = strtok(fbuf, ","); s && nf < 64; s = strtok(NULL, ",")) list[nf++] = s;
-    if (!nf) {
+    char *fbuf = NULL;
+    if ((r = bench_split_formats(&CMD_BENCH_CPU, "--formats", a.formats, list, 64, &nf, &fbuf)) ||
+        (r = bench_check_formats(&CMD_BENCH_CPU, "--formats", list, nf, a.rows, a.cols))) {
         free(fbuf);
-        return cli_usage_error(&CMD_BENCH_CPU, "--formats: empty list");
-    }
-    for (int i = 0; i < nf; i++) { /* every name and shape checked before the long part */
-        err_t e = {0};
-        ccq_format f;
-        if (ccq_format_parse(list[i], &f, &e) || ccq_bits(&f, a.rows, a.cols, NULL, NULL, &e)) {
-            free(fbuf);
-            return cli_usage_error(&CMD_BENCH_CPU, "--formats: %s", e.msg);
-        }
+        return r;
     }
     pool *p = pool_create(g->threads);
     if (!p) {

@@ -283,23 +283,16 @@ int bench_quant(int argc, char **argv, cli_global *g) {
     const char *list[256];
     int nf = 0;
     char *fbuf = NULL;
+    int rc = 0;
     if (a.formats) {
-        fbuf = strdup(a.formats);
-        for (char *s = strtok(fbuf, ","); s && nf < 256; s = strtok(NULL, ",")) list[nf++] = s;
-        if (!nf) {
-            free(fbuf), free(w), free(imp);
-            return cli_usage_error(&CMD_BENCH_QUANT, "--format: empty list");
-        }
+        rc = bench_split_formats(&CMD_BENCH_QUANT, "--format", a.formats, list, 256, &nf, &fbuf);
     } else {
         for (size_t i = 0; i < sizeof default_formats / sizeof *default_formats; i++) list[nf++] = default_formats[i];
     }
-    for (int i = 0; i < nf; i++) {
-        err_t e = {0};
-        ccq_format f;
-        if (ccq_format_parse(list[i], &f, &e) || ccq_bits(&f, rows, cols, NULL, NULL, &e)) {
-            free(fbuf), free(w), free(imp);
-            return cli_usage_error(&CMD_BENCH_QUANT, "--format: %s", e.msg);
-        }
+    if (!rc) rc = bench_check_formats(&CMD_BENCH_QUANT, "--format", list, nf, rows, cols);
+    if (rc) {
+        free(fbuf), free(w), free(imp);
+        return rc;
     }
     pool *p = pool_create(g->threads);
     if (!p) {
@@ -308,7 +301,6 @@ int bench_quant(int argc, char **argv, cli_global *g) {
     }
     int nt = pool_size(p);
     result *res = calloc((size_t)nf, sizeof *res);
-    int rc = 0;
     int wname = 22; /* the format column fits the longest canonical name */
     for (int i = 0; i < nf; i++) {
         err_t e = {0};

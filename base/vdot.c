@@ -196,36 +196,21 @@ const vd_impl *vd_narrow(void) { return &narrow; }
 static const vd_impl *chosen;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void pick(void) { chosen = simd_avx2() && vd_wide() ? vd_wide() : &narrow; }
+/* The width the calls take, chosen once per process. */
+static const vd_impl *impl(void) {
+    pthread_once(&once, pick);
+    return chosen;
+}
 
 double vd_madd_work(int64_t iters, float *sink) {
-    pthread_once(&once, pick);
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (chosen == &wide) return madd_8(iters, sink);
+    if (impl() == &wide) return madd_8(iters, sink);
 #endif
     return madd_4(iters, sink);
 }
 
-void vd_axpy(float *y, float a, const float *x, int64_t n) {
-    pthread_once(&once, pick);
-    chosen->axpy(y, a, x, n);
-}
-
-float vd_f32(const void *w, const float *x, int64_t K) {
-    pthread_once(&once, pick);
-    return chosen->f32(w, x, K);
-}
-
-float vd_bf16(const void *w, const float *x, int64_t K) {
-    pthread_once(&once, pick);
-    return chosen->bf16(w, x, K);
-}
-
-float vd_i8(const int8_t *q, const float *x, int64_t K) {
-    pthread_once(&once, pick);
-    return chosen->i8(q, x, K);
-}
-
-float vd_u4(const uint8_t *q, const float *x, int64_t K) {
-    pthread_once(&once, pick);
-    return chosen->u4(q, x, K);
-}
+void vd_axpy(float *y, float a, const float *x, int64_t n) { impl()->axpy(y, a, x, n); }
+float vd_f32(const void *w, const float *x, int64_t K) { return impl()->f32(w, x, K); }
+float vd_bf16(const void *w, const float *x, int64_t K) { return impl()->bf16(w, x, K); }
+float vd_i8(const int8_t *q, const float *x, int64_t K) { return impl()->i8(q, x, K); }
+float vd_u4(const uint8_t *q, const float *x, int64_t K) { return impl()->u4(q, x, K); }

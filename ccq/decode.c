@@ -121,6 +121,11 @@ static void kernel4(const float (*w)[G], const float *x, int64_t ldx, int64_t T,
 
 #if defined(__x86_64__) && defined(__GNUC__)
 typedef float v8 __attribute__((vector_size(32)));
+__attribute__((target("avx2"))) static void kernel8_one(const float (*w)[G], const float *x, float *lane) {
+    const int64_t T = 1, ldx = 0;
+    KERNEL_BODY(v8, 8)
+}
+
 /* Two vectors at a time: eight independent sums instead of four, so the additions do not wait on each
  * other's latency; every lane still gets KERNEL_BODY's additions in KERNEL_BODY's order. */
 __attribute__((target("avx2"))) static void kernel8(const float (*w)[G], const float *x, int64_t ldx, int64_t T,
@@ -142,16 +147,7 @@ __attribute__((target("avx2"))) static void kernel8(const float (*w)[G], const f
         memcpy(l0, &a0, 32), memcpy(l0 + 8, &a1, 32), memcpy(l0 + 16, &a2, 32), memcpy(l0 + 24, &a3, 32);
         memcpy(l1, &c0, 32), memcpy(l1 + 8, &c1, 32), memcpy(l1 + 16, &c2, 32), memcpy(l1 + 24, &c3, 32);
     }
-    if (t < T) { /* the last vector of an odd count, alone (the body's names, shadowed) */
-        const float *xr = x + t * ldx;
-        float *lr = lane + t * RB * NL;
-        {
-            const float *x = xr;
-            float *lane = lr;
-            const int64_t T = 1;
-            KERNEL_BODY(v8, 8)
-        }
-    }
+    if (t < T) kernel8_one(w, x + t * ldx, lane + t * RB * NL); /* the last vector of an odd count */
 }
 static void (*kernel64)(const float (*)[G], const float *, int64_t, int64_t, float *);
 static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
